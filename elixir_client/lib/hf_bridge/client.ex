@@ -1,0 +1,343 @@
+defmodule HFBridge.Client do
+  @schema [
+    address: [
+      type: {:or, [:string, nil]},
+      default: nil,
+      type_doc: "`String.t() | nil`",
+      doc:
+        "Server address `\"host:port\"`. Without it (and without `:host`), the address comes from " <>
+          "`config :hf_bridge, address: ...` or the `HF_BRIDGE_ADDRESS` environment variable; " <>
+          "when none is set a local server is started."
+    ],
+    host: [type: {:or, [:string, nil]}, default: nil, type_doc: "`String.t() | nil`", doc: "Server host (with `:port`)."],
+    port: [
+      type: {:or, [:pos_integer, nil]},
+      default: nil,
+      type_doc: "`pos_integer() | nil`",
+      doc: "Server port (with `:host`)."
+    ],
+    tls: [
+      type: {:or, [:boolean, :keyword_list]},
+      default: false,
+      type_doc: "`boolean() | keyword()`",
+      doc: "Use TLS; a keyword list is passed to `:ssl` as client options."
+    ],
+    token: [
+      type: {:or, [:string, nil]},
+      default: nil,
+      type_doc: "`String.t() | nil`",
+      doc: "Bearer token, sent as `authorization: Bearer <token>` on every call."
+    ],
+    timeout: [type: :timeout, default: 60_000, doc: "Deadline of each unary call, in milliseconds."],
+    connect_timeout: [type: :timeout, default: 10_000, doc: "Deadline of connecting, in milliseconds."],
+    local: [
+      type: :boolean,
+      type_doc: "`boolean()`",
+      doc:
+        "`true` always starts a local server; `false` never does (an address is then required). " <>
+          "Unset: start one only when no address is configured."
+    ],
+    local_server: [
+      type: :keyword_list,
+      default: [],
+      doc: "Options for the local server (see `HFBridge.LocalServer`)."
+    ],
+    metadata: [
+      type: {:list, {:tuple, [:string, :string]}},
+      default: [],
+      type_doc: "`[{String.t(), String.t()}]`",
+      doc: "Extra gRPC metadata sent on every call."
+    ]
+  ]
+
+  @moduledoc """
+  A connection to an hf_bridge server, and the typed calls made over it.
+
+  `connect/1` connects to a running server or, when no address is configured,
+  starts a local Python server (see `HFBridge.LocalServer`) that lives until
+  `disconnect/1` or the exit of the process that called `connect/1`.
+
+  `call/4` and `server_stream/4` take and return messages as maps keyed by
+  proto field names (see `HFBridge.Proto`); RPCs are named by atoms such as
+  `:GetInfo` or `:OpenSession`.
+
+  ## Options
+
+  #{HFBridge.Options.docs(@schema)}
+  """
+
+  alias HFBridge.{Error, LocalServer, Options}
+
+  defstruct [:conn, :address, :server, :timeout, :tls]
+
+  @typedoc """
+  A connected client. `conn` is the `HFBridge.GRPC` connection; `server` the
+  pid of the local server this client started, if any.
+  """
+  @type t :: %__MODULE__{
+          conn: term(),
+          address: String.t(),
+          server: pid() | nil,
+          timeout: timeout(),
+          tls: boolean() | keyword()
+        }
+
+  @typedoc "An RPC of the `hf_bridge.v1.HFBridge` service."
+  @type rpc :: :GetInfo | :OpenSession | :ReadBatches | :Ack | :ResumeSession | :CloseSession | :Export
+
+  @rpcs %{
+    GetInfo: {:DatasetSpec, :DatasetInfo},
+    OpenSession: {:OpenRequest, :SessionInfo},
+    ReadBatches: {:ReadRequest, :Batch},
+    Ack: {:AckRequest, :AckResponse},
+    ResumeSession: {:ResumeRequest, :SessionInfo},
+    CloseSession: {:CloseRequest, :CloseResponse},
+    Export: {:ExportRequest, :ExportEvent}
+  }
+
+  defmodule Stream do
+    @moduledoc """
+    A server-streaming call opened by `HFBridge.Client.server_stream/4`.
+    Read it with `HFBridge.Client.recv/2`; it belongs to the process that
+    opened it.
+    """
+    defstruct [:grpc, :response]
+
+    @typedoc "The underlying `HFBridge.GRPC` stream and the response message name."
+    @type t :: %__MODULE__{grpc: term(), response: atom()}
+  end
+
+  @doc "The options schema (see `HFBridge.Options`)."
+  @spec schema() :: Options.schema()
+  def schema, do: @schema
+
+  @doc "The names of all client options."
+  @spec option_names() :: [atom()]
+  def option_names, do: [:client | Keyword.keys(@schema)]
+
+  @doc """
+  Connects to a server, starting a local one when no address is configured
+  (or when `local: true`).
+  """
+  @spec connect(keyword()) :: {:ok, t()} | {:error, Error.t()}
+  def connect(opts \\ []) do
+    with {:ok, opts} <- Options.validate(opts, @schema),
+         {:ok, _} <- ensure_started(),
+         {:ok, target} <- target(opts) do
+      connect_to(target, opts)
+    end
+  end
+
+  @doc "Closes the connection and stops the local server this client started, if any."
+  @spec disconnect(t()) :: :ok
+  def disconnect(%__MODULE__{conn: conn, server: server}) do
+    safe(fn -> HFBridge.GRPC.disconnect(conn) end)
+    if server, do: LocalServer.stop(server)
+    :ok
+  end
+
+  @doc "Whether this client started its own local server."
+  @spec local?(t()) :: boolean()
+  def local?(%__MODULE__{server: server}), do: is_pid(server)
+
+  @doc """
+  Makes a unary call. `request` is a map of the RPC's request message.
+  Options: `:timeout` (defaults to the client's), `:metadata`.
+  """
+  @spec call(t(), rpc(), map(), keyword()) :: {:ok, map()} | {:error, Error.t()}
+  def call(%__MODULE__{} = client, rpc, request, opts \\ []) do
+    with {:ok, {request_type, response_type}} <- rpc_types(rpc),
+         {:ok, body} <- encode(request_type, request),
+         {:ok, reply} <- grpc_unary(client, rpc, body, opts) do
+      decode(response_type, reply)
+    end
+  end
+
+  @doc """
+  Opens a server-streaming call (`:ReadBatches`, `:Export`). The stream
+  belongs to the calling process. Options: `:timeout` (a deadline for the
+  whole call; none by default), `:metadata`.
+  """
+  @spec server_stream(t(), rpc(), map(), keyword()) :: {:ok, Stream.t()} | {:error, Error.t()}
+  def server_stream(%__MODULE__{} = client, rpc, request, opts \\ []) do
+    with {:ok, {request_type, response_type}} <- rpc_types(rpc),
+         {:ok, body} <- encode(request_type, request),
+         {:ok, grpc} <- grpc_stream(client, rpc, body, opts) do
+      {:ok, %Stream{grpc: grpc, response: response_type}}
+    end
+  end
+
+  @doc "Receives the next message of a server stream: `:done` after the last one."
+  @spec recv(Stream.t(), timeout()) :: {:ok, map()} | :done | {:error, Error.t()}
+  def recv(%Stream{grpc: grpc, response: response}, timeout \\ 60_000) do
+    case HFBridge.GRPC.recv(grpc, timeout) do
+      {:ok, message} -> decode(response, message)
+      :done -> :done
+      {:error, %Error{}} = error -> error
+    end
+  end
+
+  @doc "Cancels a server stream (RST_STREAM CANCEL). Idempotent."
+  @spec cancel(Stream.t()) :: :ok
+  def cancel(%Stream{grpc: grpc}) do
+    safe(fn -> HFBridge.GRPC.cancel(grpc) end)
+    :ok
+  end
+
+  @doc "The request and response message names of an RPC."
+  @spec rpc_types(atom()) :: {:ok, {atom(), atom()}} | {:error, Error.t()}
+  def rpc_types(rpc) do
+    case Map.fetch(@rpcs, rpc) do
+      {:ok, types} -> {:ok, types}
+      :error -> {:error, Error.new(:grpc, :unimplemented, "unknown RPC #{inspect(rpc)}")}
+    end
+  end
+
+  # -- internals -----------------------------------------------------------------
+
+  defp ensure_started do
+    case Application.ensure_all_started(:hf_bridge) do
+      {:ok, apps} -> {:ok, apps}
+      {:error, reason} -> {:error, Error.new(:session, :not_started, "cannot start :hf_bridge: #{inspect(reason)}")}
+    end
+  end
+
+  defp target(opts) do
+    configured =
+      cond do
+        opts[:address] -> opts[:address]
+        opts[:host] || opts[:port] -> {opts[:host], opts[:port]}
+        true -> Application.get_env(:hf_bridge, :address) || non_empty(System.get_env("HF_BRIDGE_ADDRESS"))
+      end
+
+    case {opts[:local], configured} do
+      {true, _} ->
+        :local
+
+      {false, nil} ->
+        {:error,
+         Error.new(:options, :invalid_option, "local: false needs an address (option :address, or HF_BRIDGE_ADDRESS)")}
+
+      {_, nil} ->
+        :local
+
+      {_, {host, port}} when is_binary(host) and is_integer(port) ->
+        {:ok, {host, port, opts[:tls]}}
+
+      {_, {_, _}} ->
+        {:error, Error.new(:options, :invalid_option, "options :host and :port must be given together")}
+
+      {_, address} ->
+        parse_address(address, opts[:tls])
+    end
+    |> case do
+      :local -> {:ok, :local}
+      other -> other
+    end
+  end
+
+  @doc false
+  @spec parse_address(String.t(), boolean() | keyword()) ::
+          {:ok, {String.t(), pos_integer(), boolean() | keyword()}} | {:error, Error.t()}
+  def parse_address(address, tls) when is_binary(address) do
+    {rest, tls} =
+      case address do
+        "https://" <> rest -> {rest, if(tls == false, do: true, else: tls)}
+        "http://" <> rest -> {rest, tls}
+        rest -> {rest, tls}
+      end
+
+    rest = String.trim_trailing(rest, "/")
+
+    {host, port} =
+      case Regex.run(~r/^\[([^\]]+)\]:(\d+)$/, rest) do
+        [_, host, port] ->
+          {host, port}
+
+        nil ->
+          case String.split(rest, ":") do
+            [host, port] -> {host, port}
+            _ -> {nil, nil}
+          end
+      end
+
+    case host && Integer.parse(port) do
+      {port, ""} when host != "" and port in 1..65_535 ->
+        {:ok, {host, port, tls}}
+
+      _ ->
+        {:error,
+         Error.new(:options, :invalid_option, "invalid server address #{inspect(address)}; expected \"host:port\"")}
+    end
+  end
+
+  defp connect_to(:local, opts) do
+    server_opts = Keyword.put_new(opts[:local_server], :owner, self())
+
+    with {:ok, server, address} <- LocalServer.start(server_opts),
+         {:ok, {host, port, _}} <- parse_address(address, false) do
+      case open_conn(host, port, false, opts) do
+        {:ok, client} ->
+          {:ok, %{client | server: server}}
+
+        {:error, error} ->
+          LocalServer.stop(server)
+          {:error, error}
+      end
+    end
+  end
+
+  defp connect_to({host, port, tls}, opts), do: open_conn(host, port, tls, opts)
+
+  defp open_conn(host, port, tls, opts) do
+    metadata =
+      opts[:metadata] ++ if(opts[:token], do: [{"authorization", "Bearer " <> opts[:token]}], else: [])
+
+    conn_opts = [tls: tls, connect_timeout: opts[:connect_timeout], metadata: metadata]
+
+    case HFBridge.GRPC.connect(host, port, conn_opts) do
+      {:ok, conn} ->
+        {:ok, %__MODULE__{conn: conn, address: "#{host}:#{port}", timeout: opts[:timeout], tls: tls}}
+
+      {:error, %Error{}} = error ->
+        error
+    end
+  end
+
+  defp grpc_unary(client, rpc, body, opts) do
+    HFBridge.GRPC.unary(client.conn, HFBridge.Proto.rpc_path(rpc), body,
+      timeout: Keyword.get(opts, :timeout, client.timeout),
+      metadata: Keyword.get(opts, :metadata, [])
+    )
+  end
+
+  defp grpc_stream(client, rpc, body, opts) do
+    grpc_opts = [metadata: Keyword.get(opts, :metadata, [])]
+    grpc_opts = if opts[:timeout], do: [{:timeout, opts[:timeout]} | grpc_opts], else: grpc_opts
+    HFBridge.GRPC.server_stream(client.conn, HFBridge.Proto.rpc_path(rpc), body, grpc_opts)
+  end
+
+  defp encode(type, request) do
+    {:ok, HFBridge.Proto.encode(type, request)}
+  rescue
+    e ->
+      {:error, Error.new(:proto, :invalid_message, "cannot encode #{type}: #{Exception.message(e)}")}
+  end
+
+  defp decode(type, binary) do
+    case HFBridge.Proto.decode(type, binary) do
+      {:ok, message} -> {:ok, message}
+      {:error, %Error{}} = error -> error
+      {:error, reason} -> {:error, Error.new(:proto, :malformed, "cannot decode #{type}: #{inspect(reason)}")}
+    end
+  end
+
+  defp safe(fun) do
+    fun.()
+  catch
+    _, _ -> :ok
+  end
+
+  defp non_empty(""), do: nil
+  defp non_empty(value), do: value
+end

@@ -1,0 +1,339 @@
+defmodule HFBridge.Session do
+  @schema [
+    read_ahead: [
+      type: :pos_integer,
+      default: 2,
+      doc:
+        "Batches the server may send ahead of what was asked for (each `ReadBatches` call " <>
+          "is capped at this many batches); bounds client memory."
+    ],
+    open_timeout: [
+      type: :timeout,
+      default: 120_000,
+      doc: "Deadline for opening or resuming the session (opening a Hub dataset can be slow)."
+    ],
+    owner: [
+      type: {:custom, __MODULE__, :check_pid},
+      type_doc: "`pid()`",
+      doc: "The process whose exit closes the session. Defaults to the caller."
+    ]
+  ]
+
+  @moduledoc """
+  A streaming session on the server: an iterator over a dataset that
+  delivers numbered record batches and commits checkpoints on `ack/2`.
+
+  A session is a process that holds the session's gRPC stream and monitors
+  its *owner* (the process that opened it, by default): when the owner exits,
+  the session is closed on the server. Batches are fetched only when asked
+  for (`next_batch/2`); the server sends at most `:read_ahead` batches beyond
+  those asked for.
+
+      {:ok, client} = HFBridge.connect(address: "127.0.0.1:50051")
+      {:ok, session} = HFBridge.open(client, "parquet", data_files: "data/*.parquet")
+      {:ok, batch} = HFBridge.Session.next_batch(session)
+      :ok = HFBridge.Session.ack(session, batch.seq)
+      token = HFBridge.Session.resume_token(session)
+      :ok = HFBridge.Session.close(session)
+
+      # later, even after a server restart:
+      {:ok, session} = HFBridge.Session.resume(client, token)
+
+  ## Options
+
+  #{HFBridge.Options.docs(@schema)}
+
+  `open/3` also takes the dataset options of `HFBridge.Spec`.
+  """
+
+  use GenServer, restart: :temporary
+
+  alias HFBridge.{Batch, Client, Error, Options, Spec, Telemetry}
+
+  @typedoc "A session process."
+  @type t :: pid()
+
+  @typedoc """
+  What the server said about the session: id, resume token, Arrow schema
+  (IPC bytes), HF features JSON, next sequence number, owning worker and
+  batch size.
+  """
+  @type info :: %{
+          session_id: String.t(),
+          resume_token: String.t(),
+          arrow_schema: binary(),
+          features_json: String.t(),
+          next_seq: non_neg_integer(),
+          worker: String.t(),
+          batch_size: non_neg_integer()
+        }
+
+  @doc "The options schema of sessions (see `HFBridge.Options`)."
+  @spec schema() :: Options.schema()
+  def schema, do: @schema
+
+  @doc "The names of all session options."
+  @spec option_names() :: [atom()]
+  def option_names, do: Keyword.keys(@schema)
+
+  @doc """
+  Opens a session on `dataset`. `opts` are dataset options (see
+  `HFBridge.Spec`) and session options (above).
+  """
+  @spec open(Client.t(), String.t(), keyword()) :: {:ok, t()} | {:error, Error.t()}
+  def open(%Client{} = client, dataset, opts \\ []) do
+    {session_opts, spec_opts} = Options.take(opts, @schema)
+
+    with {:ok, session_opts} <- Options.validate(session_opts, @schema),
+         {:ok, request} <- Spec.open_request(dataset, spec_opts) do
+      meta = %{dataset: dataset, split: request.spec.split}
+      start(client, {:open, request}, meta, session_opts)
+    end
+  end
+
+  @doc """
+  Resumes a session from a resume token (or the token of another session
+  process): the first batch delivered is the one after the last acknowledged.
+  Takes the session options above.
+  """
+  @spec resume(Client.t(), String.t() | t(), keyword()) :: {:ok, t()} | {:error, Error.t()}
+  def resume(client, token_or_session, opts \\ [])
+
+  def resume(%Client{} = client, session, opts) when is_pid(session) do
+    case resume_token(session) do
+      token when is_binary(token) -> resume(client, token, opts)
+      {:error, error} -> {:error, error}
+    end
+  end
+
+  def resume(%Client{} = client, token, opts) when is_binary(token) do
+    with {:ok, opts} <- Options.validate(opts, @schema) do
+      start(client, {:resume, token}, %{dataset: nil, split: nil}, opts)
+    end
+  end
+
+  def resume(%Client{}, other, _opts) do
+    {:error, Error.new(:options, :invalid_option, "expected a resume token string, got: #{inspect(other, limit: 10)}")}
+  end
+
+  @doc """
+  Returns the next batch, `:done` after the last one, or an error. Waits up
+  to `timeout` milliseconds for the server.
+  """
+  @spec next_batch(t(), timeout()) :: {:ok, Batch.t()} | :done | {:error, Error.t()}
+  def next_batch(session, timeout \\ 60_000) do
+    call(session, {:next_batch, timeout}, call_timeout(timeout))
+  end
+
+  @doc """
+  Acknowledges batches up to and including `seq`: the server commits the
+  checkpoint after it, and `resume/3` continues with batch `seq + 1`.
+  """
+  @spec ack(t(), non_neg_integer()) :: :ok | {:error, Error.t()}
+  def ack(session, seq) when is_integer(seq) and seq >= 0, do: call(session, {:ack, seq}, 120_000)
+
+  def ack(_session, seq),
+    do: {:error, Error.new(:options, :invalid_option, "seq must be a non-negative integer, got: #{inspect(seq)}")}
+
+  @doc "What the server said about the session when it was opened or resumed (see `t:info/0`)."
+  @spec info(t()) :: info() | {:error, Error.t()}
+  def info(session), do: call(session, :info, 10_000)
+
+  @doc "The session's resume token."
+  @spec resume_token(t()) :: String.t() | {:error, Error.t()}
+  def resume_token(session) do
+    case info(session) do
+      %{resume_token: token} -> token
+      error -> error
+    end
+  end
+
+  @doc "The session id on the server."
+  @spec id(t()) :: String.t() | {:error, Error.t()}
+  def id(session) do
+    case info(session) do
+      %{session_id: id} -> id
+      error -> error
+    end
+  end
+
+  @doc """
+  Closes the session on the server and stops the process. Idempotent: closing
+  a closed session returns `:ok`.
+  """
+  @spec close(t()) :: :ok
+  def close(session) do
+    GenServer.stop(session, :normal, 30_000)
+  catch
+    :exit, _ -> :ok
+  end
+
+  @doc false
+  @spec check_pid(term()) :: {:ok, pid()} | {:error, String.t()}
+  def check_pid(pid) when is_pid(pid), do: {:ok, pid}
+  def check_pid(other), do: {:error, "expected a pid, got: #{inspect(other)}"}
+
+  defp start(client, how, meta, opts) do
+    opts = Keyword.put_new(opts, :owner, self())
+    timeout = opts[:open_timeout]
+
+    Telemetry.span([:hf_bridge, :session, :open], meta, fn ->
+      case GenServer.start(__MODULE__, {client, how, opts}, timeout: call_timeout(timeout)) do
+        {:ok, pid} ->
+          info = info(pid)
+          {{:ok, pid}, Map.merge(meta, %{session_id: info[:session_id], worker: info[:worker]})}
+
+        {:error, %Error{} = error} ->
+          {{:error, error}, Map.put(meta, :error, error)}
+
+        {:error, reason} ->
+          error = Error.new(:session, :open_failed, "cannot start the session: #{inspect(reason)}")
+          {{:error, error}, Map.put(meta, :error, error)}
+      end
+    end)
+  end
+
+  defp call(session, request, timeout) do
+    GenServer.call(session, request, timeout)
+  catch
+    :exit, {:timeout, _} ->
+      {:error, Error.new(:session, :timeout, "the session did not answer in time", retryable: true)}
+
+    :exit, _ ->
+      {:error, Error.new(:session, :closed, "the session is closed")}
+  end
+
+  defp call_timeout(:infinity), do: :infinity
+  defp call_timeout(timeout), do: timeout + 5_000
+
+  # -- GenServer ---------------------------------------------------------------
+
+  @impl true
+  def init({client, how, opts}) do
+    owner_ref = Process.monitor(opts[:owner])
+
+    case open_on_server(client, how, opts[:open_timeout]) do
+      {:ok, info} ->
+        {:ok,
+         %{
+           client: client,
+           info: info,
+           owner_ref: owner_ref,
+           read_ahead: opts[:read_ahead],
+           stream: nil,
+           done: false,
+           batches: 0,
+           rows: 0
+         }}
+
+      {:error, error} ->
+        {:stop, error}
+    end
+  end
+
+  defp open_on_server(client, {:open, request}, timeout),
+    do: Client.call(client, :OpenSession, request, timeout: timeout)
+
+  defp open_on_server(client, {:resume, token}, timeout),
+    do: Client.call(client, :ResumeSession, %{resume_token: token}, timeout: timeout)
+
+  @impl true
+  def handle_call({:next_batch, _timeout}, _from, %{done: true} = state), do: {:reply, :done, state}
+
+  def handle_call({:next_batch, timeout}, _from, state) do
+    case fetch(state, timeout, 0) do
+      {{:ok, batch}, state} -> {:reply, {:ok, batch}, state}
+      {other, state} -> {:reply, other, state}
+    end
+  end
+
+  def handle_call({:ack, seq}, _from, state) do
+    id = state.info.session_id
+
+    result =
+      Telemetry.span([:hf_bridge, :ack], %{session_id: id, seq: seq}, fn ->
+        case Client.call(state.client, :Ack, %{session_id: id, seq: seq}) do
+          {:ok, _} -> {:ok, %{session_id: id, seq: seq}}
+          {:error, error} -> {{:error, error}, %{session_id: id, seq: seq, error: error}}
+        end
+      end)
+
+    {:reply, result, state}
+  end
+
+  def handle_call(:info, _from, state), do: {:reply, state.info, state}
+
+  @impl true
+  def handle_info({:DOWN, ref, :process, _, _}, %{owner_ref: ref} = state), do: {:stop, :normal, state}
+  def handle_info(_other, state), do: {:noreply, state}
+
+  @impl true
+  def terminate(reason, state) do
+    if state.stream, do: Client.cancel(state.stream)
+    id = state.info.session_id
+    _ = Client.call(state.client, :CloseSession, %{session_id: id}, timeout: 10_000)
+
+    Telemetry.execute(
+      [:hf_bridge, :session, :close],
+      %{batches: state.batches, rows: state.rows},
+      %{session_id: id, reason: close_reason(reason)}
+    )
+  end
+
+  defp close_reason(:normal), do: :normal
+  defp close_reason(:shutdown), do: :normal
+  defp close_reason({:shutdown, _}), do: :normal
+  defp close_reason(_), do: :error
+
+  # Reads the next batch, opening a ReadBatches call capped at `read_ahead`
+  # batches when none is open. A call that ends without end_of_data has
+  # delivered its cap; the next call continues at the server's next_seq.
+  defp fetch(state, timeout, empty_calls) do
+    case ensure_stream(state) do
+      {:ok, state} -> receive_batch(state, timeout, empty_calls)
+      {:error, error} -> {{:error, error}, state}
+    end
+  end
+
+  defp ensure_stream(%{stream: nil} = state) do
+    request = %{session_id: state.info.session_id, max_batches: state.read_ahead}
+
+    case Client.server_stream(state.client, :ReadBatches, request) do
+      {:ok, stream} -> {:ok, %{state | stream: stream}}
+      {:error, error} -> {:error, error}
+    end
+  end
+
+  defp ensure_stream(state), do: {:ok, state}
+
+  defp receive_batch(state, timeout, empty_calls) do
+    case Client.recv(state.stream, timeout) do
+      {:ok, %{end_of_data: true}} ->
+        Client.cancel(state.stream)
+        {:done, %{state | stream: nil, done: true}}
+
+      {:ok, message} ->
+        batch = Batch.from_message(message, state.info.session_id)
+
+        Telemetry.execute(
+          [:hf_bridge, :batch, :received],
+          %{rows: batch.num_rows, bytes: byte_size(batch.ipc)},
+          %{session_id: batch.session_id, seq: batch.seq}
+        )
+
+        state = %{state | batches: state.batches + 1, rows: state.rows + batch.num_rows}
+        {{:ok, batch}, state}
+
+      :done when empty_calls < 1 ->
+        fetch(%{state | stream: nil}, timeout, empty_calls + 1)
+
+      :done ->
+        {{:error, Error.new(:session, :protocol_error, "the server ended the batch stream without end_of_data")},
+         %{state | stream: nil}}
+
+      {:error, %Error{} = error} ->
+        Client.cancel(state.stream)
+        {{:error, error}, %{state | stream: nil}}
+    end
+  end
+end

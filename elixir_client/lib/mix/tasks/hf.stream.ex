@@ -1,0 +1,116 @@
+defmodule Mix.Tasks.Hf.Stream do
+  @shortdoc "Streams rows of a HuggingFace dataset to the terminal"
+
+  @moduledoc """
+  Streams rows of a dataset through an hf_bridge server and prints them.
+
+      mix hf.stream SPEC [options]
+
+  SPEC is a Hub id (`user/name`), a packaged builder (`parquet`, `json`,
+  `csv`, `arrow`, `text`) used with `--data-files`, or a local dataset
+  folder.
+
+  ## Examples
+
+      mix hf.stream parquet --data-files 'data/*.parquet' --take 10
+      mix hf.stream ./my_dataset --split test --columns text,label --format jsonl > rows.jsonl
+      mix hf.stream imdb --shuffle --seed 7 --take 100 --address 127.0.0.1:50051
+
+  ## Output options
+
+      --format table|jsonl   aligned columns (default) or one JSON object per line
+      -n, --take N           read at most N rows
+      --batch-size N         rows per batch (default: the server's)
+      --max-width N          table: widest column, longer values are cut (default: 40)
+      --quiet                no progress line and no summary
+
+  Rows go to stdout. On stderr: a progress line on long runs (rows, rows/s),
+  redrawn in place on a terminal, and at the end
+  `N rows in T s (R rows/s, M MB/s)`. In JSON lines, bytes that are not
+  UTF-8 are base64 strings and dates and times ISO 8601 strings.
+
+  #{HFBridge.CLI.moduledoc_flags()}
+  """
+
+  use Mix.Task
+
+  alias HFBridge.{Batch, CLI}
+  alias HFBridge.CLI.{Format, Progress}
+
+  @task "hf.stream"
+  @switches [format: :string, batch_size: :integer, max_width: :integer, quiet: :boolean]
+  @aliases [n: :take, f: :format]
+
+  @impl Mix.Task
+  def run(argv) do
+    parsed = CLI.parse!(@task, argv, @switches, @aliases)
+    opts = parsed.task_opts
+    format = format!(opts[:format] || "table")
+    max_width = positive!(opts, :max_width, 40)
+    batch_size = opts[:batch_size] && positive!(opts, :batch_size, nil)
+    dataset_opts = parsed.dataset_opts ++ if(batch_size, do: [batch_size: batch_size], else: [])
+
+    CLI.with_client(@task, parsed.client_opts, fn client ->
+      progress = Progress.new(enabled?: !opts[:quiet])
+      printer = %{format: format, max_width: max_width, columns: nil, widths: nil}
+
+      {progress, _printer} =
+        try do
+          parsed.dataset
+          |> HFBridge.stream([client: client] ++ dataset_opts)
+          |> Enum.reduce({progress, printer}, fn batch, {progress, printer} ->
+            printer = print_batch(batch, printer)
+            {Progress.advance(progress, batch.num_rows, byte_size(batch.ipc)), printer}
+          end)
+        rescue
+          error in [HFBridge.Error] -> CLI.raise_error(@task, error)
+        end
+
+      progress = Progress.finish(progress)
+
+      unless opts[:quiet] do
+        CLI.status(Format.summary(progress.rows, progress.bytes, Progress.elapsed(progress)))
+      end
+    end)
+  end
+
+  defp print_batch(batch, %{format: "jsonl"} = printer) do
+    batch
+    |> Batch.rows!()
+    |> Enum.map(&[Format.json_line(&1), "\n"])
+    |> IO.binwrite()
+
+    printer
+  end
+
+  defp print_batch(batch, %{format: "table"} = printer) do
+    table = Batch.table!(batch)
+    rows = HFBridge.Arrow.to_rows(table)
+
+    printer =
+      if printer.columns do
+        printer
+      else
+        columns = Enum.map(table.columns, &elem(&1, 0))
+        widths = Format.widths(columns, rows, printer.max_width)
+        IO.binwrite(Format.header(columns, widths))
+        %{printer | columns: columns, widths: widths}
+      end
+
+    IO.binwrite(Enum.map(rows, &Format.row(&1, printer.columns, printer.widths)))
+    printer
+  end
+
+  defp format!(format) when format in ["table", "jsonl"], do: format
+
+  defp format!(other),
+    do: Mix.raise("mix #{@task}: invalid value #{inspect(other)} for --format; use table or jsonl")
+
+  defp positive!(opts, name, default) do
+    case Keyword.get(opts, name, default) do
+      value when is_integer(value) and value > 0 -> value
+      nil -> nil
+      value -> Mix.raise("mix #{@task}: --#{String.replace(to_string(name), "_", "-")} must be positive, got #{value}")
+    end
+  end
+end

@@ -1,0 +1,90 @@
+"""Arrow IPC helpers and the hand-encoded `Batch` message sent on the wire.
+
+Workers encode each `hf_bridge.v1.Batch` themselves (protobuf wire format:
+varint fields 1 and 2, length-delimited field 3, bool field 4; see
+https://protobuf.dev/programming-guides/encoding/) so that the front can pass
+the bytes through to gRPC without decoding or copying the Arrow payload again.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import pyarrow as pa
+
+
+def varint(n: int) -> bytes:
+    """Protobuf base-128 varint of a non-negative integer."""
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def table_to_ipc(table: pa.Table) -> pa.Buffer:
+    """A complete IPC stream: schema, one record batch (the table must be one chunk), end-of-stream."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        for batch in table.to_batches():
+            writer.write_batch(batch)
+    return sink.getvalue()
+
+
+def schema_to_ipc(schema: pa.Schema) -> bytes:
+    """An IPC stream holding only the schema message."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, schema):
+        pass
+    return sink.getvalue().to_pybytes()
+
+
+def ipc_to_table(data: bytes | pa.Buffer) -> pa.Table:
+    """Read an IPC stream into a table."""
+    return pa.ipc.open_stream(pa.py_buffer(data) if isinstance(data, (bytes, bytearray, memoryview)) else data).read_all()
+
+
+def ipc_to_schema(data: bytes) -> pa.Schema:
+    """Read the schema of an IPC stream."""
+    return pa.ipc.open_stream(pa.py_buffer(data)).schema
+
+
+def batch_message(seq: int, num_rows: int, ipc: pa.Buffer | bytes) -> bytes:
+    """The serialised `Batch{seq, num_rows, arrow_ipc}` (one copy of the payload)."""
+    head = b"\x08" + varint(seq) + b"\x10" + varint(num_rows) + b"\x1a" + varint(len(ipc))
+    return b"".join((head, ipc))
+
+
+def end_message(seq: int) -> bytes:
+    """The serialised `Batch{seq, end_of_data: true}`."""
+    return b"\x08" + varint(seq) + b"\x20\x01"
+
+
+def split_table(table: pa.Table, start: int, max_bytes: int) -> Iterator[tuple[int, pa.Table]]:
+    """Slice `table` from row `start` into single-chunk pieces of at most `max_bytes` Arrow bytes.
+
+    Yields `(end_row, piece)`; a single row larger than the cap travels alone.
+    """
+    if table.num_rows == 0 or start >= table.num_rows:
+        return
+    if any(col.num_chunks != 1 for col in table.columns):
+        table = table.combine_chunks()
+    n = table.num_rows
+    total = table.nbytes
+    if total <= max_bytes and start == 0:
+        yield n, table
+        return
+    per_row = max(total / n, 1.0)
+    pos = start
+    while pos < n:
+        k = max(1, min(n - pos, int(max_bytes // per_row)))
+        piece = table.slice(pos, k)
+        while k > 1 and piece.nbytes > max_bytes:
+            k //= 2
+            piece = table.slice(pos, k)
+        pos += k
+        yield pos, piece

@@ -1,0 +1,143 @@
+"""The Export RPC: run an export job in its own process and stream its progress.
+
+`export_events` validates the request in the front (bad input fails fast
+with INVALID_ARGUMENT / PERMISSION_DENIED), then starts
+`python -m py_worker.export.job`, relays its progress as `ExportProgress`
+events (at most four a second) and ends with an `ExportResult` carrying the
+manifest. When the caller goes away the job is asked to stop, then killed if
+it does not; its checkpoint lets a later call with `resume` continue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import os
+import sys
+from typing import TYPE_CHECKING, Any, AsyncIterator
+
+from py_worker.errors import Internal, error_for
+from py_worker.export.destination import resolve_destination
+from py_worker.export.options import ExportOptions
+from py_worker.export.progress import Throttle
+
+if TYPE_CHECKING:  # pragma: no cover
+    from py_worker.config import ServerConfig
+
+STOP_GRACE_SECONDS = 2.0
+PROGRESS_INTERVAL = 0.25
+_LINE_LIMIT = 64 * 1024 * 1024
+
+
+def _progress_event(pb: Any, ev: dict[str, Any]) -> Any:
+    prog = pb.ExportProgress(
+        rows=int(ev.get("rows", 0)),
+        bytes=int(ev.get("bytes", 0)),
+        files=int(ev.get("files", 0)),
+        elapsed_seconds=float(ev.get("elapsed_seconds", 0.0)),
+    )
+    if ev.get("total_rows") is not None:
+        prog.total_rows = int(ev["total_rows"])
+    return pb.ExportEvent(progress=prog)
+
+
+async def export_events(request: Any, config: "ServerConfig") -> AsyncIterator[Any]:
+    """Run the export `request` (a `pb.ExportRequest`) and yield `pb.ExportEvent`s.
+
+    Raises BridgeError for bad input or a failed job (the status code of the
+    job's error). Cancelling the consuming task stops the job promptly.
+    """
+    from py_worker.spec import DatasetSpec
+    from py_worker.wire import pb
+
+    spec = DatasetSpec.from_proto(request.spec)
+    options = ExportOptions.from_request(request)
+    resolve_destination(request.destination, config.export_roots)
+    job = {
+        "spec": spec.to_dict(),
+        "destination": request.destination,
+        "options": options.to_dict(),
+        "config": config.to_dict(),
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "py_worker.export.job",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        limit=_LINE_LIMIT,
+        env={**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")},
+    )
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    tail: collections.deque[str] = collections.deque(maxlen=20)
+    stderr_task = asyncio.ensure_future(_drain(proc.stderr, tail))
+    throttle = Throttle(PROGRESS_INTERVAL)
+    finished = False
+    try:
+        proc.stdin.write((json.dumps(job) + "\n").encode("utf-8"))
+        await proc.stdin.drain()
+        while True:
+            line = await proc.stdout.readline()
+            if not line:
+                break
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                continue
+            kind = ev.get("type")
+            if kind == "progress":
+                if throttle.ready():
+                    yield _progress_event(pb, ev)
+            elif kind == "result":
+                finished = True
+                yield pb.ExportEvent(
+                    result=pb.ExportResult(
+                        manifest_uri=ev["manifest_uri"],
+                        manifest_json=ev["manifest_json"],
+                        rows=int(ev["rows"]),
+                        bytes=int(ev["bytes"]),
+                        files=int(ev["files"]),
+                    )
+                )
+            elif kind == "error":
+                raise error_for(str(ev.get("code", "INTERNAL")), str(ev.get("message", "export failed")))
+        rc = await proc.wait()
+        if not finished:
+            await asyncio.wait({stderr_task}, timeout=1.0)
+            detail = " | ".join(line for line in tail if line.strip())[-2000:]
+            raise Internal(f"the export job process exited with code {rc} before finishing" + (f": {detail}" if detail else ""))
+    finally:
+        await _stop(proc)
+        stderr_task.cancel()
+
+
+async def _drain(stream: asyncio.StreamReader, tail: "collections.deque[str]") -> None:
+    while True:
+        line = await stream.readline()
+        if not line:
+            return
+        tail.append(line.decode("utf-8", "replace").rstrip())
+
+
+async def _stop(proc: asyncio.subprocess.Process) -> None:
+    """Ask the job to stop (close its stdin), then kill it if it has not exited in time."""
+    if proc.returncode is not None:
+        return
+    try:
+        if proc.stdin is not None and not proc.stdin.is_closing():
+            proc.stdin.close()
+        await asyncio.wait_for(asyncio.shield(proc.wait()), STOP_GRACE_SECONDS)
+    except (asyncio.TimeoutError, asyncio.CancelledError, GeneratorExit, Exception):
+        pass
+    finally:
+        if proc.returncode is None:
+            try:
+                proc.kill()
+            except ProcessLookupError:
+                pass
+            try:
+                await asyncio.wait_for(proc.wait(), 5.0)
+            except BaseException:  # noqa: BLE001 - the process is killed; nothing more to do
+                pass

@@ -1,0 +1,177 @@
+"""The worker pool as seen from the gRPC front: processes, pipes, requests and supervision.
+
+Each worker is a `multiprocessing` spawn process connected by one duplex
+pipe. A reader thread per worker turns incoming frames into calls on the
+asyncio loop. A worker that dies is restarted under the same name; the
+`on_death` callback lets the front fail in-flight calls and re-home sessions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import multiprocessing as mp
+import pickle
+import sys
+import threading
+import time
+from typing import Any, Callable
+
+from py_worker.config import ServerConfig
+from py_worker.errors import BridgeError, Unavailable, error_for
+
+
+def log(text: str) -> None:
+    """One log line on stderr."""
+    sys.stderr.write(f"hf_bridge {time.strftime('%H:%M:%S')} {text}\n")
+    sys.stderr.flush()
+
+
+class WorkerHandle:
+    """One worker process and its pipe."""
+
+    def __init__(self, pool: "Pool", name: str) -> None:
+        self.pool = pool
+        self.name = name
+        self.generation = 0
+        self.sessions: set[str] = set()
+        self.pending: dict[int, asyncio.Future] = {}
+        self.alive = False
+        self.proc: Any = None
+        self.conn: Any = None
+
+    @property
+    def load(self) -> int:
+        """Sessions placed on this worker plus requests in flight."""
+        return len(self.sessions) + len(self.pending)
+
+    def start(self) -> None:
+        """Spawn the process and its reader thread."""
+        from py_worker.worker import worker_main
+
+        ctx = mp.get_context("spawn")
+        parent, child = ctx.Pipe(duplex=True)
+        self.generation += 1
+        proc = ctx.Process(
+            target=worker_main,
+            args=(child, self.pool.config.to_dict(), self.name),
+            name=f"hf-bridge-{self.name}",
+            daemon=True,
+        )
+        proc.start()
+        child.close()
+        self.proc, self.conn, self.alive = proc, parent, True
+        gen = self.generation
+        threading.Thread(target=self._reader, args=(parent, gen), name=f"reader-{self.name}", daemon=True).start()
+
+    def _reader(self, conn: Any, gen: int) -> None:
+        loop = self.pool.loop
+        while True:
+            try:
+                header = pickle.loads(conn.recv_bytes())
+                payload = conn.recv_bytes() if header[-1] else None
+            except (EOFError, OSError):
+                break
+            loop.call_soon_threadsafe(self.pool._dispatch, self, header, payload)
+        loop.call_soon_threadsafe(self.pool._died, self, gen)
+
+    def send(self, cmd: tuple) -> None:
+        """Send a command; raises Unavailable when the worker is gone."""
+        if not self.alive:
+            raise Unavailable(f"worker {self.name} is restarting; retry")
+        try:
+            self.conn.send_bytes(pickle.dumps(cmd, protocol=pickle.HIGHEST_PROTOCOL))
+        except (OSError, ValueError) as exc:
+            raise Unavailable(f"worker {self.name} is unreachable ({exc}); retry") from exc
+
+
+class Pool:
+    """N workers, least-loaded placement and request/reply over the pipes."""
+
+    def __init__(self, config: ServerConfig, size: int) -> None:
+        self.config = config
+        self.workers = [WorkerHandle(self, f"w{i}") for i in range(size)]
+        self.loop: asyncio.AbstractEventLoop = asyncio.get_running_loop()
+        self._req = itertools.count(1)
+        self.on_message: Callable[[WorkerHandle, tuple, bytes | None], None] = lambda w, h, p: None
+        self.on_death: Callable[[WorkerHandle], None] = lambda w: None
+        self.stopping = False
+
+    def start(self) -> None:
+        """Start every worker."""
+        for w in self.workers:
+            w.start()
+
+    def least_loaded(self) -> WorkerHandle:
+        """The live worker with the fewest sessions (Unavailable when none is alive)."""
+        live = [w for w in self.workers if w.alive]
+        if not live:
+            raise Unavailable("no worker is running; retry shortly")
+        return min(live, key=lambda w: (w.load, w.name))
+
+    async def request(self, worker: WorkerHandle, op: str, *args: Any, timeout: float | None = None) -> Any:
+        """Send `(op, req, *args)` and await the reply value (raises the worker's BridgeError)."""
+        req = next(self._req)
+        fut: asyncio.Future = self.loop.create_future()
+        worker.pending[req] = fut
+        try:
+            worker.send((op, req) + args)
+            return await asyncio.wait_for(fut, timeout)
+        finally:
+            worker.pending.pop(req, None)
+
+    def _dispatch(self, worker: WorkerHandle, header: tuple, payload: bytes | None) -> None:
+        if header[0] == "reply":
+            _, req, ok, value, _has = header
+            fut = worker.pending.get(req)
+            if fut is not None and not fut.done():
+                if ok:
+                    fut.set_result(value)
+                else:
+                    fut.set_exception(error_for(*value))
+            return
+        self.on_message(worker, header, payload)
+
+    def _died(self, worker: WorkerHandle, gen: int) -> None:
+        if gen != worker.generation or not worker.alive:
+            return
+        worker.alive = False
+        for fut in list(worker.pending.values()):
+            if not fut.done():
+                fut.set_exception(Unavailable(f"worker {worker.name} stopped while serving the request; retry"))
+        worker.pending.clear()
+        if self.stopping:
+            return
+        code = worker.proc.exitcode if worker.proc is not None else None
+        if code is None:
+            try:
+                worker.proc.join(0.5)
+                code = worker.proc.exitcode
+            except Exception:  # noqa: BLE001
+                pass
+        log(f"worker restart name={worker.name} exitcode={code} sessions={len(worker.sessions)}")
+        try:
+            self.on_death(worker)
+        finally:
+            worker.sessions.clear()
+            if not self.stopping:
+                worker.start()
+
+    async def shutdown(self, timeout: float = 5.0) -> None:
+        """Ask every worker to stop; kill those that do not leave in time."""
+        self.stopping = True
+        for w in self.workers:
+            try:
+                if w.alive:
+                    w.conn.send_bytes(pickle.dumps(("shutdown",)))
+            except (OSError, ValueError):
+                pass
+        deadline = time.monotonic() + timeout
+        for w in self.workers:
+            if w.proc is None:
+                continue
+            remaining = max(0.0, deadline - time.monotonic())
+            await asyncio.get_running_loop().run_in_executor(None, w.proc.join, remaining)
+            if w.proc.is_alive():
+                w.proc.kill()
+                w.proc.join(1)

@@ -1,0 +1,274 @@
+"""A worker process: holds many streaming sessions and answers the front over one pipe.
+
+Front -> worker commands (pickled tuples):
+  ("open", req, sid, spec_dict, batch_size, max_batch_bytes, start_seq, checkpoint_json|None)
+  ("info", req, spec_dict)
+  ("credit", sid, n)      allow the session to push n more batches
+  ("close", sid)
+  ("shutdown",)
+Worker -> front messages (pickled header, then an optional raw payload frame):
+  ("reply", req, ok, value)            value: result dict, or (code_name, message)
+  ("batch", sid, seq, num_rows, checkpoint_json, end)   + payload (a serialised Batch)
+  ("error", sid, code_name, message)   the session's iteration failed
+
+Each session has one thread that opens the dataset, iterates
+`with_format("arrow").iter(batch_size)`, splits tables by the byte cap,
+encodes every piece as a complete Batch message and keeps up to `prefetch`
+of them ready. A checkpoint is `{"hf": state_dict, "skip": rows}`: the HF
+iterator state plus rows already delivered from the next HF batch, so a wire
+batch cut from the middle of a HF batch still resumes exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections import deque
+from typing import Any
+
+from py_worker.config import ServerConfig
+from py_worker.errors import BridgeError, from_exception
+
+
+def _log(name: str, text: str) -> None:
+    sys.stderr.write(f"hf_bridge[{name}] {text}\n")
+    sys.stderr.flush()
+
+
+class _Session:
+    """One session's producer thread and its bounded queue of ready batches."""
+
+    def __init__(self, worker: "Worker", sid: str, spec: dict, batch_size: int, max_bytes: int,
+                 start_seq: int, checkpoint: str | None, prefetch: int) -> None:
+        self.worker = worker
+        self.sid = sid
+        self.spec = spec
+        self.batch_size = batch_size
+        self.max_bytes = max_bytes
+        self.seq = start_seq
+        self.checkpoint = json.loads(checkpoint) if checkpoint else None
+        self.prefetch = prefetch
+        self.cond = threading.Condition()
+        self.credits = 0
+        self.ready: deque = deque()
+        self.done = False
+        self.closed = False
+        self.thread = threading.Thread(target=self._run, name=f"session-{sid[:8]}", daemon=True)
+
+    # -- control (called from the worker's command loop) --
+    def add_credit(self, n: int) -> None:
+        with self.cond:
+            self.credits += n
+            self.cond.notify()
+
+    def close(self) -> None:
+        with self.cond:
+            self.closed = True
+            self.cond.notify()
+
+    # -- producer thread --
+    def _open(self, req: int) -> Any:
+        from py_worker.spec import DatasetSpec, features_json, open_iterable
+        from py_worker.arrow_ipc import schema_to_ipc
+
+        spec = DatasetSpec.from_dict(self.spec)
+        ds = open_iterable(spec, self.worker.config)
+        fds = ds.with_format("arrow")
+        ckpt = self.checkpoint or {"hf": None, "skip": 0}
+        if ckpt.get("hf") is not None:
+            try:
+                fds.load_state_dict(ckpt["hf"])
+            except Exception as exc:
+                raise from_exception(exc, "restoring the session checkpoint") from exc
+        schema = ds.features.arrow_schema if ds.features is not None else None
+        self.worker.reply(req, True, {
+            "arrow_schema": schema_to_ipc(schema) if schema is not None else b"",
+            "features_json": features_json(ds.features),
+            "num_shards": ds.num_shards,
+        })
+        return fds, ckpt
+
+    def _items(self, fds: Any, ckpt: dict):
+        from py_worker.arrow_ipc import batch_message, end_message, split_table, table_to_ipc
+
+        before = ckpt.get("hf")
+        skip = int(ckpt.get("skip", 0))
+        for table in fds.iter(batch_size=self.batch_size):
+            after = fds.state_dict()
+            n = table.num_rows
+            for end_row, piece in split_table(table, skip, self.max_bytes):
+                state = {"hf": after, "skip": 0} if end_row >= n else {"hf": before, "skip": end_row}
+                payload = batch_message(self.seq, piece.num_rows, table_to_ipc(piece))
+                yield ("batch", self.sid, self.seq, piece.num_rows, json.dumps(state), False), payload
+                self.seq += 1
+            skip = 0
+            before = after
+        state = {"hf": before, "skip": 0}
+        yield ("batch", self.sid, self.seq, 0, json.dumps(state), True), end_message(self.seq)
+
+    def start(self, req: int) -> None:
+        self._req = req
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            fds, ckpt = self._open(self._req)
+        except BaseException as exc:  # noqa: BLE001 - every failure becomes a status
+            err = from_exception(exc, f"opening '{self.spec.get('path')}'")
+            self.worker.reply(self._req, False, (err.code.name, err.message))
+            self.worker.forget(self.sid, self)
+            return
+        gen = self._items(fds, ckpt)
+        try:
+            while True:
+                with self.cond:
+                    while not self.closed and not (
+                        (self.credits > 0 and self.ready) or (len(self.ready) < self.prefetch and not self.done)
+                    ):
+                        if self.done and not self.ready:
+                            break
+                        self.cond.wait()
+                    if self.closed or (self.done and not self.ready):
+                        return
+                    if self.credits > 0 and self.ready:
+                        item = self.ready.popleft()
+                        self.credits -= 1
+                        produce = False
+                    else:
+                        produce = True
+                if not produce:
+                    self.worker.send(*item)
+                    continue
+                try:
+                    item = next(gen)
+                except StopIteration:
+                    with self.cond:
+                        self.done = True
+                    continue
+                except BaseException as exc:  # noqa: BLE001
+                    err = from_exception(exc, f"reading '{self.spec.get('path')}'")
+                    item = (("error", self.sid, err.code.name, err.message), None)
+                    with self.cond:
+                        self.done = True
+                with self.cond:
+                    self.ready.append(item)
+        finally:
+            gen.close() if hasattr(gen, "close") else None
+            self.worker.forget(self.sid, self)
+
+
+class Worker:
+    """The command loop of one worker process."""
+
+    def __init__(self, conn: Any, config: ServerConfig, name: str) -> None:
+        self.conn = conn
+        self.config = config
+        self.name = name
+        self.sessions: dict[str, _Session] = {}
+        self._send_lock = threading.Lock()
+        self._lock = threading.Lock()
+
+    def send(self, header: tuple, payload: bytes | None = None) -> None:
+        """Send one message (and its payload frame) to the front; silently drops when the pipe is gone."""
+        data = pickle.dumps(header + ((payload is not None),), protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            with self._send_lock:
+                self.conn.send_bytes(data)
+                if payload is not None:
+                    self.conn.send_bytes(payload)
+        except (OSError, ValueError):
+            pass
+
+    def reply(self, req: int, ok: bool, value: Any) -> None:
+        """Answer request `req`."""
+        self.send(("reply", req, ok, value))
+
+    def forget(self, sid: str, session: "_Session | None" = None) -> None:
+        """Drop a finished or closed session (only if it is still `session`, when given)."""
+        with self._lock:
+            if session is None or self.sessions.get(sid) is session:
+                self.sessions.pop(sid, None)
+
+    def _info(self, req: int, spec_dict: dict) -> None:
+        try:
+            from py_worker.spec import DatasetSpec, describe
+
+            info = describe(DatasetSpec.from_dict(spec_dict), self.config)
+            self.reply(req, True, info.SerializeToString())
+        except BaseException as exc:  # noqa: BLE001
+            err = from_exception(exc, f"describing '{spec_dict.get('path')}'")
+            self.reply(req, False, (err.code.name, err.message))
+
+    def handle(self, cmd: tuple) -> bool:
+        """Run one command; False means shut down."""
+        op = cmd[0]
+        if op == "credit":
+            s = self.sessions.get(cmd[1])
+            if s is not None:
+                s.add_credit(cmd[2])
+        elif op == "open":
+            _, req, sid, spec, batch_size, max_bytes, start_seq, ckpt = cmd
+            s = _Session(self, sid, spec, batch_size, max_bytes, start_seq, ckpt,
+                         self.config.limits.prefetch_batches)
+            with self._lock:
+                old = self.sessions.pop(sid, None)
+                self.sessions[sid] = s
+            if old is not None:
+                old.close()
+            s.start(req)
+        elif op == "info":
+            threading.Thread(target=self._info, args=(cmd[1], cmd[2]), daemon=True).start()
+        elif op == "close":
+            with self._lock:
+                s = self.sessions.pop(cmd[1], None)
+            if s is not None:
+                s.close()
+        elif op == "shutdown":
+            return False
+        return True
+
+    def run(self) -> None:
+        """Serve commands until shutdown or until the front goes away."""
+        while True:
+            try:
+                data = self.conn.recv_bytes()
+            except (EOFError, OSError):
+                break
+            try:
+                if not self.handle(pickle.loads(data)):
+                    break
+            except Exception:  # noqa: BLE001 - a bad command must not kill the worker
+                _log(self.name, "command failed: " + traceback.format_exc().replace("\n", " | "))
+        with self._lock:
+            sessions = list(self.sessions.values())
+            self.sessions.clear()
+        for s in sessions:
+            s.close()
+
+
+def worker_main(conn: Any, config_dict: dict, name: str) -> None:
+    """Entry point of a worker process (multiprocessing spawn target); always leaves with os._exit."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    code = 0
+    try:
+        import datasets
+
+        datasets.disable_progress_bars()
+        datasets.logging.set_verbosity_error()
+        Worker(conn, ServerConfig.from_dict(config_dict), name).run()
+    except BaseException:  # noqa: BLE001
+        _log(name, "worker crashed: " + traceback.format_exc().replace("\n", " | "))
+        code = 1
+    finally:
+        sys.stderr.flush()
+        # datasets + pyarrow can abort during interpreter finalisation after
+        # streaming; leave without running it.
+        os._exit(code)
