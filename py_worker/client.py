@@ -75,6 +75,7 @@ class BridgeClient:
         self.channel = grpc.insecure_channel(target, options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.use_local_subchannel_pool", 1),  # one connection per client object
         ])
         self.stub = pb_grpc.HFBridgeStub(self.channel)
 

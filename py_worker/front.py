@@ -77,6 +77,7 @@ class Session:
     last_used: float = field(default_factory=time.monotonic)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     wkey: str = ""
+    opening: bool = False
     schema: bytes = b""
     features_json: str = "{}"
 
@@ -196,6 +197,7 @@ class Front:
         self.sessions[s.session_id] = s
         self.by_wkey[s.wkey] = s
         s.reset(start_seq)
+        s.opening = True
         try:
             reply = await self.pool.request(
                 worker, "open", s.wkey, s.spec.to_dict(), s.batch_size, s.max_batch_bytes, start_seq,
@@ -216,6 +218,9 @@ class Front:
                     "(--open-deadline-seconds); is the Hub reachable?"
                 ) from None
             raise
+        finally:
+            s.opening = False
+            s.last_used = time.monotonic()
         s.schema = reply["arrow_schema"]
         s.features_json = reply["features_json"]
 
@@ -393,6 +398,6 @@ class Front:
             await asyncio.sleep(min(max(ttl / 4, 0.2), 5.0))
             now = time.monotonic()
             for s in list(self.sessions.values()):
-                if not s.reading and now - s.last_used > ttl:
+                if not s.reading and not s.opening and now - s.last_used > ttl:
                     self._release(s, f"reaped after {ttl:g}s idle")
                     log(f"session reap id={s.session_id} idle={now - s.last_used:.0f}s")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
@@ -28,6 +29,9 @@ Scalar = Union[int, float, str, bool]
 PACKAGED_BUILDERS = ("parquet", "json", "csv", "arrow", "text")
 FILTER_OPS = ("==", "!=", "<", "<=", ">", ">=", "in", "not in")
 DEFAULT_SHUFFLE_BUFFER = 1000
+# `datasets` is not thread-safe while it resolves and prepares builders; opening is
+# serialised per process (iteration itself runs concurrently).
+OPEN_LOCK = threading.RLock()
 _EXT_BUILDER = {
     ".parquet": "parquet",
     ".jsonl": "json",
@@ -348,6 +352,8 @@ def _builder(spec: DatasetSpec, config: "ServerConfig", res: Resolved | None = N
     res = res or resolve(spec, config)
     kwargs: dict[str, Any] = {}
     if spec.filters:
+        if res.kind in ("builder", "file") and res.path != "parquet":
+            raise InvalidArgument(f"filters apply to Parquet data only; this data is read by '{res.path}'")
         kwargs["filters"] = spec.filters_dnf()
     try:
         builder = datasets.load_dataset_builder(
@@ -360,7 +366,7 @@ def _builder(spec: DatasetSpec, config: "ServerConfig", res: Resolved | None = N
         )
     except BridgeError:
         raise
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:
         if spec.filters and "filters" in str(exc):
             raise InvalidArgument(
                 f"filters apply to Parquet data only; '{spec.path}' is not read by the parquet builder"
@@ -406,7 +412,8 @@ def open_iterable(spec: DatasetSpec, config: "ServerConfig") -> "datasets.Iterab
     Raises a BridgeError (NOT_FOUND, INVALID_ARGUMENT, PERMISSION_DENIED,
     FAILED_PRECONDITION, UNAVAILABLE, ...) with an actionable message.
     """
-    ds, _ = _open(spec, config)
+    with OPEN_LOCK:
+        ds, _ = _open(spec, config)
     return ds
 
 
@@ -419,19 +426,13 @@ def _open(spec: DatasetSpec, config: "ServerConfig"):
         ds = builder.as_streaming_dataset(split=spec.split_name)
     except Exception as exc:
         raise from_exception(exc, f"opening split '{spec.split_name}' of '{spec.path}'") from exc
-    try:
-        if ds.features is None:
-            ds = ds._resolve_features()
-    except Exception as exc:
-        raise from_exception(exc, f"reading the first rows of '{spec.path}'") from exc
-    _check_filters(spec, ds.features)
+    features = known_features(ds, spec)
+    _check_filters(spec, features)
     try:
         if spec.columns:
-            missing = [c for c in spec.columns if ds.features is not None and c not in ds.features]
+            missing = [c for c in spec.columns if features is not None and c not in features]
             if missing:
-                raise InvalidArgument(
-                    f"unknown column(s) {missing}; the dataset has columns {list(ds.features or [])}"
-                )
+                raise InvalidArgument(f"unknown column(s) {missing}; the dataset has columns {list(features or [])}")
             ds = ds.select_columns(list(spec.columns))
         if spec.num_shards:
             if spec.num_shards > ds.num_shards:
@@ -452,6 +453,21 @@ def _open(spec: DatasetSpec, config: "ServerConfig"):
     except Exception as exc:
         raise from_exception(exc, f"preparing '{spec.path}'") from exc
     return ds, builder
+
+
+def known_features(ds: Any, spec: DatasetSpec | None = None) -> Any:
+    """The dataset's HF Features; when `datasets` infers them lazily (JSON, CSV), infer them from the first rows.
+
+    The dataset itself is left as is, so its batches stay exactly what `datasets` yields.
+    """
+    if ds.features is not None:
+        return ds.features
+    try:
+        with OPEN_LOCK:
+            return ds._resolve_features().features
+    except Exception as exc:
+        where = f" of '{spec.path}'" if spec is not None else ""
+        raise from_exception(exc, f"reading the first rows{where}") from exc
 
 
 def schema_ipc(schema: Any) -> bytes:
@@ -476,6 +492,11 @@ def describe(spec: DatasetSpec, config: "ServerConfig") -> Any:
 
     An empty split in `spec` describes "train" when present, else the first split.
     """
+    with OPEN_LOCK:
+        return _describe(spec, config)
+
+
+def _describe(spec: DatasetSpec, config: "ServerConfig") -> Any:
     import datasets
 
     from py_worker.wire import pb
@@ -487,9 +508,10 @@ def describe(spec: DatasetSpec, config: "ServerConfig") -> Any:
 
         spec = replace(spec, split=names[0])
     ds, _ = _open(spec, config)
+    features = known_features(ds, spec)
     info = pb.DatasetInfo(
-        features_json=features_json(ds.features),
-        arrow_schema=schema_ipc(ds.features.arrow_schema) if ds.features is not None else b"",
+        features_json=features_json(features),
+        arrow_schema=schema_ipc(features.arrow_schema) if features is not None else b"",
         num_shards=ds.num_shards,
         builder=builder.name or "",
         description=(builder.info.description or "")[:10_000],

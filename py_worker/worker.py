@@ -57,6 +57,8 @@ class _Session:
         self.cond = threading.Condition()
         self.credits = 0
         self.ready: deque = deque()
+        self.first_schema: Any = None
+        self.num_shards = 0
         self.done = False
         self.closed = False
         self.thread = threading.Thread(target=self._run, name=f"session-{sid[:8]}", daemon=True)
@@ -73,12 +75,14 @@ class _Session:
             self.cond.notify()
 
     # -- producer thread --
-    def _open(self, req: int) -> Any:
-        from py_worker.spec import DatasetSpec, features_json, open_iterable
-        from py_worker.arrow_ipc import schema_to_ipc
+    def _open(self) -> Any:
+        """Build the pipeline; returns (formatted dataset, checkpoint, features, exact schema or None)."""
+        from py_worker.spec import DatasetSpec, known_features, open_iterable
 
         spec = DatasetSpec.from_dict(self.spec)
         ds = open_iterable(spec, self.worker.config)
+        exact = ds.features.arrow_schema if ds.features is not None else None
+        features = known_features(ds, spec)
         fds = ds.with_format("arrow")
         ckpt = self.checkpoint or {"hf": None, "skip": 0}
         if ckpt.get("hf") is not None:
@@ -86,13 +90,8 @@ class _Session:
                 fds.load_state_dict(ckpt["hf"])
             except Exception as exc:
                 raise from_exception(exc, "restoring the session checkpoint") from exc
-        schema = ds.features.arrow_schema if ds.features is not None else None
-        self.worker.reply(req, True, {
-            "arrow_schema": schema_to_ipc(schema) if schema is not None else b"",
-            "features_json": features_json(ds.features),
-            "num_shards": ds.num_shards,
-        })
-        return fds, ckpt
+        self.num_shards = ds.num_shards
+        return fds, ckpt, features, exact
 
     def _items(self, fds: Any, ckpt: dict):
         from py_worker.arrow_ipc import batch_message, end_message, split_table, table_to_ipc
@@ -103,6 +102,8 @@ class _Session:
             after = fds.state_dict()
             n = table.num_rows
             for end_row, piece in split_table(table, skip, self.max_bytes):
+                if self.first_schema is None:
+                    self.first_schema = piece.schema
                 state = {"hf": after, "skip": 0} if end_row >= n else {"hf": before, "skip": end_row}
                 payload = batch_message(self.seq, piece.num_rows, table_to_ipc(piece))
                 yield ("batch", self.sid, self.seq, piece.num_rows, json.dumps(state), False), payload
@@ -117,14 +118,29 @@ class _Session:
         self.thread.start()
 
     def _run(self) -> None:
+        from py_worker.arrow_ipc import schema_to_ipc
+        from py_worker.spec import features_json
+
         try:
-            fds, ckpt = self._open(self._req)
+            fds, ckpt, features, schema = self._open()
+            gen = self._items(fds, ckpt)
+            if schema is None:
+                # Types are inferred lazily (JSON, CSV): report the schema of the first real batch.
+                try:
+                    self.ready.append(next(gen))
+                except StopIteration:
+                    self.done = True
+                schema = self.first_schema or (features.arrow_schema if features is not None else None)
         except BaseException as exc:  # noqa: BLE001 - every failure becomes a status
             err = from_exception(exc, f"opening '{self.spec.get('path')}'")
             self.worker.reply(self._req, False, (err.code.name, err.message))
             self.worker.forget(self.sid, self)
             return
-        gen = self._items(fds, ckpt)
+        self.worker.reply(self._req, True, {
+            "arrow_schema": schema_to_ipc(schema) if schema is not None else b"",
+            "features_json": features_json(features),
+            "num_shards": self.num_shards,
+        })
         try:
             while True:
                 with self.cond:

@@ -64,7 +64,15 @@ class ServerProcess:
     def worker_pids(self) -> list[int]:
         """PIDs of the worker processes (children of the server)."""
         out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout
-        return [int(p) for p in out.split()]
+        pids = []
+        for p in out.split():
+            try:
+                cmd = Path(f"/proc/{p}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"spawn_main" in cmd:
+                pids.append(int(p))
+        return pids
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int | None:
         """Signal the server and wait; returns its exit code (kills it after `timeout`)."""

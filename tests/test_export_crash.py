@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 
 from export_support import REPO, cli_env, export_cmd, make_parquet_dataset, run_cli, spec_args
 
@@ -75,3 +76,58 @@ def test_kill_9_then_resume_equals_uninterrupted(tmp_path):
     assert _files(result) == _files(reference)
     assert result["totals"] == reference["totals"]
     assert sorted(p.name for p in dest.iterdir()) == sorted(["_manifest.json"] + [f["path"] for f in result["files"]])
+
+
+def _engine_export(tmp: Path, data: Path, name: str, spec_kw: dict, stop_after_files: int | None = None, **opts):
+    """Run the engine in-process; with `stop_after_files` cancel once that many files are published."""
+    from py_worker.config import ServerConfig
+    from py_worker.export.destination import resolve_destination
+    from py_worker.export.engine import run_export
+    from py_worker.export.options import ExportOptions
+    from py_worker.spec import DatasetSpec
+
+    spec = DatasetSpec(path="parquet", data_files=(("train", (str(data / "*.parquet"),)),), **spec_kw)
+    config = ServerConfig(data_roots=[data.parent], export_roots=[tmp])
+    dest = resolve_destination(str(tmp / name), config.export_roots)
+    seen = {"files": 0}
+
+    def progress(p) -> None:
+        seen["files"] = p.files
+
+    def should_stop() -> bool:
+        return stop_after_files is not None and seen["files"] >= stop_after_files
+
+    options = ExportOptions(batch_size=25, max_file_bytes=3000, row_group_rows=60, **opts)
+    return run_export(spec, dest, options, config, progress=progress, should_stop=should_stop)
+
+
+@pytest.mark.parametrize(
+    "spec_kw",
+    [{}, {"columns": ("id", "tokens"), "skip": 111, "take": 1500}, {"num_shards": 2, "shard_index": 1}],
+    ids=["plain", "columns-skip-take", "shard"],
+)
+def test_cancelled_then_resumed_equals_uninterrupted(tmp_path, spec_kw):
+    from py_worker.export.engine import Cancelled
+
+    data = make_parquet_dataset(tmp_path / "src", n_files=4, rows_per_file=500)
+    reference = _engine_export(tmp_path, data, "ref", spec_kw)
+    with pytest.raises(Cancelled):
+        _engine_export(tmp_path, data, "cut", spec_kw, stop_after_files=3)
+    resumed = _engine_export(tmp_path, data, "cut", spec_kw, resume=True)
+    assert resumed.resumed_from_file == 3
+    assert _files(resumed.manifest) == _files(reference.manifest)
+    assert resumed.rows == reference.rows > 0
+
+
+def test_shuffled_export_refuses_inexact_resume(tmp_path):
+    from py_worker.errors import FailedPrecondition
+    from py_worker.export.engine import Cancelled
+
+    data = make_parquet_dataset(tmp_path / "src", n_files=2, rows_per_file=500)
+    kw = {"shuffle": True, "seed": 5, "shuffle_buffer": 100}
+    with pytest.raises(Cancelled):
+        _engine_export(tmp_path, data, "sh", kw, stop_after_files=2)
+    with pytest.raises(FailedPrecondition) as err:
+        _engine_export(tmp_path, data, "sh", kw, resume=True)
+    assert "shuffle" in str(err.value)
+    assert not (tmp_path / "sh" / "_manifest.json").exists()

@@ -155,8 +155,15 @@ def test_cli_reports_errors_with_exit_code_1(tmp_path, data_dir):
     assert proc.returncode == 1
     assert "PERMISSION_DENIED" in proc.stderr and "outside the allowed roots" in proc.stderr
     assert "Traceback" not in proc.stderr
-    proc = run_cli(["parquet", "--data-files", str(tmp_path / "missing-*.parquet"), str(tmp_path / "exports" / "x")])
-    assert proc.returncode == 1 and "error [" in proc.stderr and "Traceback" not in proc.stderr
-    assert not (tmp_path / "exports" / "x" / "_manifest.json").exists()
     proc = run_cli([str(tmp_path / "exports" / "x")])
     assert proc.returncode == 1 and "needs SPEC and DEST" in proc.stderr
+
+
+def test_missing_data_files_publish_nothing(tmp_path, data_dir):
+    from py_worker.errors import NotFound
+
+    spec = DatasetSpec(path="parquet", data_files=(("train", (str(data_dir / "missing-*.parquet"),)),))
+    with pytest.raises(NotFound) as err:
+        _run(tmp_path, data_dir, str(tmp_path / "exports" / "x"), spec)
+    assert "no data files matched" in str(err.value)
+    assert not (tmp_path / "exports" / "x" / "_manifest.json").exists()

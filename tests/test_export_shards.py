@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
-from export_support import REPO, cli_env, export_cmd, make_parquet_dataset, run_cli, spec_args
+from export_support import REPO, cli_env, export_cmd, make_parquet_dataset, spec_args
+
+from py_worker.errors import FailedPrecondition
 
 ARGS = ["--batch-size", "50", "--max-file-bytes", "5000", "--row-group-rows", "100", "--quiet"]
 
@@ -50,21 +54,50 @@ def test_sharded_export_by_three_processes_then_merge(tmp_path):
     # --merge publishes the same manifest again from the shard manifests.
     before = (dest / "_manifest.json").read_text()
     (dest / "_manifest.json").unlink()
-    proc = run_cli(["--merge", str(dest)])
-    assert proc.returncode == 0, proc.stderr
-    assert "merged 3,000 rows" in proc.stderr
+    result = _merge(dest)
+    assert result.rows == 3000 and result.files == len(paths)
     assert (dest / "_manifest.json").read_text() == before
 
     # A shard of a different export cannot join this destination.
-    other = run_cli([*spec_args(data), str(dest), *ARGS, "--num-shards", "3", "--shard-index", "1", "--take", "7"])
-    assert other.returncode == 1 and "different export" in other.stderr
+    with pytest.raises(FailedPrecondition) as err:
+        _shard_export(tmp_path, data, dest, 3, 1, take=7)
+    assert "different export" in str(err.value)
+
+
+def _merge(dest: Path):
+    """`hf-bridge export --merge DEST`, parsed by the real argument parser, run in-process."""
+    import argparse
+
+    from py_worker.export.cli import add_export_arguments, run_export_command
+
+    parser = argparse.ArgumentParser()
+    add_export_arguments(parser)
+    return run_export_command(parser.parse_args(["--merge", str(dest)]), return_result=True)
+
+
+def _shard_export(tmp: Path, data: Path, dest: Path, n: int, i: int, **spec_kw):
+    from py_worker.config import ServerConfig
+    from py_worker.export.destination import resolve_destination
+    from py_worker.export.engine import run_export
+    from py_worker.export.options import ExportOptions
+    from py_worker.spec import DatasetSpec
+
+    spec = DatasetSpec(
+        path="parquet", data_files=(("train", (str(data / "*.parquet"),)),), num_shards=n, shard_index=i, **spec_kw
+    )
+    config = ServerConfig(data_roots=[data.parent], export_roots=[tmp])
+    options = ExportOptions(batch_size=50, max_file_bytes=5000, row_group_rows=100)
+    return run_export(spec, resolve_destination(str(dest), config.export_roots), options, config)
 
 
 def test_merge_reports_missing_shards(tmp_path):
     data = make_parquet_dataset(tmp_path / "src", n_files=2, rows_per_file=100)
     dest = tmp_path / "out"
-    proc = run_cli([*spec_args(data), str(dest), *ARGS, "--num-shards", "2", "--shard-index", "1"])
-    assert proc.returncode == 0, proc.stderr
+    result = _shard_export(tmp_path, data, dest, 2, 1)
+    assert result.manifest_uri.endswith("_shards/manifest-s00001.json")
     assert not (dest / "_manifest.json").exists()
-    merge = run_cli(["--merge", str(dest)])
-    assert merge.returncode == 1 and "shard(s) [0] of 2 have not finished" in merge.stderr
+    with pytest.raises(FailedPrecondition) as err:
+        _merge(dest)
+    assert "shard(s) [0] of 2 have not finished" in str(err.value)
+    merged = _shard_export(tmp_path, data, dest, 2, 0)
+    assert merged.manifest_uri.endswith("/_manifest.json") and merged.rows == 200

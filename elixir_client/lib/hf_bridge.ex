@@ -19,8 +19,10 @@ defmodule HFBridge do
     on_open: [
       type: {:or, [{:custom, __MODULE__, :check_callback}, nil]},
       default: nil,
-      type_doc: "`(HFBridge.Session.info() -> any) | nil`",
-      doc: "Called with the session info (id, resume token, ...) once the session is open."
+      type_doc: "`(map() -> any) | nil`",
+      doc:
+        "Called in the consuming process once the session is open, with the session info " <>
+          "(`HFBridge.Session.info/1`: id, resume token, ...) and `:session`, the session pid."
     ],
     batch_timeout: [
       type: :timeout,
@@ -178,7 +180,7 @@ defmodule HFBridge do
 
     case session_result do
       {:ok, session} ->
-        if callback = plan.stream_opts[:on_open], do: callback.(Session.info(session))
+        if callback = plan.stream_opts[:on_open], do: callback.(Map.put(Session.info(session), :session, session))
 
         %{
           client: client,

@@ -107,10 +107,11 @@ def _summary(result: Any, seconds: float, merged: bool = False) -> str:
     )
 
 
-def run_export_command(args: argparse.Namespace) -> int:
+def run_export_command(args: argparse.Namespace, return_result: bool = False) -> Any:
     """Handler of `hf-bridge export`: run the export in this process; returns the exit code.
 
-    Raises BridgeError for bad input and failed exports (the caller prints it).
+    With `return_result` it returns the `ExportResult` instead. Raises
+    BridgeError for bad input and failed exports (the caller prints it).
     """
     from py_worker.config import ServerConfig
     from py_worker.export.destination import S3Settings, resolve_destination
@@ -128,7 +129,7 @@ def run_export_command(args: argparse.Namespace) -> int:
         result = try_merge(dest, None)
         assert result is not None
         sys.stderr.write(_summary(result, time.monotonic() - started, merged=True) + "\n")
-        return 0
+        return result if return_result else 0
     if args.spec is None or args.dest is None:
         raise InvalidArgument("export needs SPEC and DEST (or --merge DEST); see hf-bridge export --help")
 
@@ -153,7 +154,7 @@ def run_export_command(args: argparse.Namespace) -> int:
     printer = ProgressPrinter(sys.stderr)
     result = run_export(spec, dest, options, config, progress=None if args.quiet else printer)
     printer.finish(_summary(result, time.monotonic() - started))
-    return 0
+    return result if return_result else 0
 
 
 def main(argv: Sequence[str] | None = None) -> None:

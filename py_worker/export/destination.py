@@ -132,6 +132,7 @@ class Destination:
         if self.local:
             tmp = f"{TMP_DIR}/{name.replace('/', '_')}.{uuid.uuid4().hex}.tmp"
             self._mkparent(tmp)
+            self._mkparent(name)
 
             def write_local() -> None:
                 with self.fs.open_output_stream(self.path(tmp)) as f:
@@ -279,6 +280,7 @@ def check_bucket(dest: Destination) -> None:
     """For S3, fail early and clearly when the bucket is missing or the credentials are rejected."""
     if dest.local:
         return
+    dest.list()  # a listing (GET) names the credential problem; a HEAD answers only "403"
     bucket = dest.root.split("/", 1)[0]
     info = dest._call("checking bucket of", lambda: dest.fs.get_file_info(bucket))
     if info.type == pafs.FileType.NotFound:

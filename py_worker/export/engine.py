@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import json
+import os
 import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable
@@ -310,6 +311,11 @@ def _prepare(
                 f"the checkpoint at {dest.uri_of(layout.checkpoint)} belongs to an export of a different spec or "
                 "options; resume with the same arguments, or use overwrite to start again"
             )
+        if cp is not None and spec.shuffle:
+            raise FailedPrecondition(
+                "a shuffled export cannot be resumed exactly: the dataset's checkpoint does not hold the "
+                "shuffle buffer, so rows would be lost; use overwrite to run it again"
+            )
         keep = {f.path for f in cp.files} if cp else set()
         for f in cp.files if cp else []:
             size = dest.size(f.path)
@@ -387,6 +393,11 @@ def try_merge(dest: Destination, num_shards: int | None = None) -> ExportResult 
         return None
     merged = mf.merge(manifests, merged_spec(manifests[0]["spec"]))
     dest.write_text(MANIFEST, mf.dumps(merged))
+    if dest.local:
+        try:
+            os.rmdir(dest.path(TMP_DIR))  # only when empty: another job may still be writing
+        except OSError:
+            pass
     return _result_from_manifest(dest, MANIFEST, merged)
 
 

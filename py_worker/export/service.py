@@ -75,6 +75,7 @@ async def export_events(request: Any, config: "ServerConfig") -> AsyncIterator[A
     stderr_task = asyncio.ensure_future(_drain(proc.stderr, tail))
     throttle = Throttle(PROGRESS_INTERVAL)
     finished = False
+    pending: dict[str, Any] | None = None
     try:
         proc.stdin.write((json.dumps(job) + "\n").encode("utf-8"))
         await proc.stdin.drain()
@@ -90,8 +91,14 @@ async def export_events(request: Any, config: "ServerConfig") -> AsyncIterator[A
             if kind == "progress":
                 if throttle.ready():
                     yield _progress_event(pb, ev)
+                    pending = None
+                else:
+                    pending = ev
             elif kind == "result":
                 finished = True
+                if pending is not None:  # the final count always goes out
+                    yield _progress_event(pb, pending)
+                    pending = None
                 yield pb.ExportEvent(
                     result=pb.ExportResult(
                         manifest_uri=ev["manifest_uri"],

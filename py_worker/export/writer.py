@@ -147,6 +147,10 @@ class RollingParquetWriter:
         if self._buffer_bytes >= self.options.row_group_bytes:
             self._flush_rows(self._buffer_rows)
         if self.current_file_bytes >= self.options.max_file_bytes:
+            # The file ends with this input batch: its remaining rows go in too, so that the
+            # iterator state taken now is exactly the end of the file.
+            if self._buffer_rows:
+                self._flush_rows(self._buffer_rows)
             return [self._close_file()]
         return []
 

@@ -13,6 +13,7 @@ integers, durations as integers in their unit, maps as lists of tuples, ...).
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import decimal
 import math
@@ -40,7 +41,9 @@ def ex_binary(b: bytes) -> str:
         return '"' + b.decode("ascii") + '"'
     if not b:
         return '""'
-    return "<<" + ", ".join(str(c) for c in b) + ">>"
+    if len(b) <= 8:
+        return "<<" + ", ".join(str(c) for c in b) + ">>"
+    return 'Base.decode64!("' + base64.b64encode(b).decode("ascii") + '")'
 
 
 def ex_float(x: float) -> str:
@@ -404,7 +407,7 @@ def cases() -> list[Case]:
     out.append(table_case("dictionaries_sliced", dicts.slice(2, 3)))
     out.append(table_case("hf_like", hf_like(), 16))
     out.append(table_case("hf_like_sliced", hf_like().slice(5, 20), 7, opts="[copy: true]"))
-    out.append(table_case("hf_like_big", hf_like(3000), 1000))
+    out.append(table_case("hf_like_big", hf_like(1000), 300))
 
     # Empty batches: a stream with only a schema, and empty batches between full ones.
     out.append(Case("schema_only", prim.schema, []))
@@ -466,13 +469,14 @@ def expected(case: Case) -> str:
             values = ", ".join(lit(v, f.type, case.raw) for v in col.to_pylist())
             columns.append(f"{{{ex_binary(f.name.encode())}, [{values}]}}")
         rows = []
-        for row in table.to_pylist():
+        # Large cases skip the row-wise copy (the Elixir test then checks rows against the columns).
+        for row in table.to_pylist() if table.num_rows <= 200 else []:
             rows.append("%{" + ", ".join(
                 f"{ex_binary(f.name.encode())} => {lit(row[f.name], f.type, case.raw)}" for f in schema) + "}")
         parts["num_rows"] = str(table.num_rows)
         parts["batch_rows"] = "[" + ", ".join(str(b.num_rows) for b in case.batches) + "]"
         parts["columns"] = "[" + ", ".join(columns) + "]"
-        parts["rows"] = "[" + ", ".join(rows) + "]"
+        parts["rows"] = "[" + ", ".join(rows) + "]" if table.num_rows <= 200 else "nil"
     return "%{" + ",\n  ".join(f"{k}: {v}" for k, v in parts.items()) + "}\n"
 
 

@@ -17,6 +17,8 @@ Modes (the first argument):
               by the second argument), parses each with
               pb2 and prints, per line, {:ok, values, canonical_bytes} or
               {:error, reason}.
+  json-parse  parses each line of the file named by the second argument
+              with Python's json module and prints the terms.
   features    a `datasets` Features.to_dict() JSON document and the
               expected decoded term.
 
@@ -516,6 +518,16 @@ def main(argv: list[str]) -> int:
     elif mode == "parse":
         text = Path(argv[2]).read_text() if len(argv) > 2 else sys.stdin.read()
         print(ex(parse_lines(text.splitlines())))
+    elif mode == "json-parse":
+        # One JSON text per line; Python's json module is the reference reader.
+        out = []
+        # Split on "\n" only: str.splitlines() also splits on U+2028 etc.
+        for line in Path(argv[2]).read_text(encoding="utf-8").split("\n")[:-1]:
+            try:
+                out.append((Atom("ok"), json.loads(line)))
+            except ValueError as e:
+                out.append((Atom("error"), str(e)))
+        print(ex(out))
     elif mode == "features":
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         print(ex(features()))

@@ -44,8 +44,12 @@ defmodule HFBridge.Arrow do
     * `:copy` — copy strings and binaries out of the message (default `false`).
     * `:temporal` — `:elixir` (default) or `:raw`, see the table above.
     * `:max_array_length` — the largest number of elements any one array in a
-      batch may declare (default #{2 ** 26}); protects against huge
-      allocations from hostile input, since arrays of nulls need no body bytes.
+      batch may declare (default #{2 ** 26}).
+    * `:max_unbacked_values` — how many values the whole stream may hold in
+      arrays that take no body bytes (null columns, structs without fields,
+      zero-width fixed-size types; default #{2 ** 22}). Every other value is
+      backed by bytes of the input, so together the two limits bound the
+      memory a hostile stream can make the reader allocate.
 
   ## Errors
 
@@ -59,11 +63,13 @@ defmodule HFBridge.Arrow do
   alias HFBridge.Error
 
   @default_max_array_length 2 ** 26
+  @default_max_unbacked_values 2 ** 22
 
   @type option ::
           {:copy, boolean()}
           | {:temporal, :raw | :elixir}
           | {:max_array_length, pos_integer()}
+          | {:max_unbacked_values, non_neg_integer()}
 
   @doc """
   Reads a whole IPC stream into one table (the record batches concatenated
@@ -97,7 +103,8 @@ defmodule HFBridge.Arrow do
     end)
   end
 
-  def read_schema(_), do: {:error, Error.new(:options, :invalid_argument, "Arrow IPC input must be a binary")}
+  def read_schema(_),
+    do: {:error, Error.new(:options, :invalid_argument, "Arrow IPC input must be a binary")}
 
   @doc """
   The rows of a table as maps with string keys (structs are maps with string
@@ -124,7 +131,8 @@ defmodule HFBridge.Arrow do
     end
   end
 
-  defp run(_, _), do: {:error, Error.new(:options, :invalid_argument, "Arrow IPC input must be a binary")}
+  defp run(_, _),
+    do: {:error, Error.new(:options, :invalid_argument, "Arrow IPC input must be a binary")}
 
   defp loop(ipc, schema, ctx, acc) do
     case Message.next(ipc) do
@@ -132,8 +140,11 @@ defmodule HFBridge.Arrow do
         Enum.reverse(acc)
 
       {:ok, {:record_batch, meta, body}, rest} ->
-        columns = Decoder.decode(schema.fields, meta, %{ctx | body: body})
-        loop(rest, schema, ctx, [Table.new(schema, meta.length, columns) | acc])
+        {columns, unbacked} = Decoder.decode(schema.fields, meta, %{ctx | body: body})
+
+        loop(rest, schema, %{ctx | unbacked: unbacked}, [
+          Table.new(schema, meta.length, columns) | acc
+        ])
 
       {:ok, {:dictionary_batch, id, delta?, meta, body}, rest} ->
         loop(rest, schema, add_dictionary(schema, id, delta?, meta, body, ctx), acc)
@@ -151,7 +162,8 @@ defmodule HFBridge.Arrow do
       find_dictionary_field(schema.fields, id) ||
         malformed("dictionary batch for id #{id}, which no schema field uses")
 
-    [values] = Decoder.decode([%Field{field | dictionary: nil}], meta, %{ctx | body: body})
+    {[values], unbacked} =
+      Decoder.decode([%Field{field | dictionary: nil}], meta, %{ctx | body: body})
 
     values =
       case {delta?, ctx.dicts} do
@@ -159,7 +171,7 @@ defmodule HFBridge.Arrow do
         _ -> values
       end
 
-    %{ctx | dicts: Map.put(ctx.dicts, id, List.to_tuple(values))}
+    %{ctx | dicts: Map.put(ctx.dicts, id, List.to_tuple(values)), unbacked: unbacked}
   end
 
   defp find_dictionary_field(fields, id) do
@@ -173,24 +185,58 @@ defmodule HFBridge.Arrow do
     copy = Keyword.get(opts, :copy, false)
     temporal = Keyword.get(opts, :temporal, :elixir)
     max = Keyword.get(opts, :max_array_length, @default_max_array_length)
+    unbacked = Keyword.get(opts, :max_unbacked_values, @default_max_unbacked_values)
 
     cond do
       not is_boolean(copy) ->
-        {:error, Error.new(:options, :invalid_argument, "copy must be a boolean, got #{inspect(copy)}")}
+        {:error,
+         Error.new(:options, :invalid_argument, "copy must be a boolean, got #{inspect(copy)}")}
 
       temporal not in [:raw, :elixir] ->
-        {:error, Error.new(:options, :invalid_argument, "temporal must be :raw or :elixir, got #{inspect(temporal)}")}
+        {:error,
+         Error.new(
+           :options,
+           :invalid_argument,
+           "temporal must be :raw or :elixir, got #{inspect(temporal)}"
+         )}
 
       not (is_integer(max) and max > 0) ->
-        {:error, Error.new(:options, :invalid_argument, "max_array_length must be a positive integer, got #{inspect(max)}")}
+        {:error,
+         Error.new(
+           :options,
+           :invalid_argument,
+           "max_array_length must be a positive integer, got #{inspect(max)}"
+         )}
+
+      not (is_integer(unbacked) and unbacked >= 0) ->
+        {:error,
+         Error.new(
+           :options,
+           :invalid_argument,
+           "max_unbacked_values must be a non-negative integer, got #{inspect(unbacked)}"
+         )}
 
       true ->
-        {:ok, %{body: <<>>, copy: copy, temporal: temporal, max_array_length: max, dicts: %{}}}
+        {:ok,
+         %{
+           body: <<>>,
+           copy: copy,
+           temporal: temporal,
+           max_array_length: max,
+           unbacked: unbacked,
+           dicts: %{}
+         }}
     end
   end
 
   defp context(opts),
-    do: {:error, Error.new(:options, :invalid_argument, "options must be a keyword list, got #{inspect(opts)}")}
+    do:
+      {:error,
+       Error.new(
+         :options,
+         :invalid_argument,
+         "options must be a keyword list, got #{inspect(opts)}"
+       )}
 
   # Turns the reader's throws — and, as a last line of defence, any exception
   # from unexpected input — into error values.

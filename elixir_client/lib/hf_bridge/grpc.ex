@@ -31,7 +31,11 @@ defmodule HFBridge.GRPC do
   @type conn :: pid()
   @typedoc "Metadata: `{name, value}` pairs; names ending in `-bin` carry bytes."
   @type metadata :: [{String.t(), String.t()}]
-  @type call_opts :: [timeout: non_neg_integer(), metadata: metadata(), return_metadata: boolean()]
+  @type call_opts :: [
+          timeout: non_neg_integer(),
+          metadata: metadata(),
+          return_metadata: boolean()
+        ]
 
   @connect_opts [
     :tls,
@@ -66,8 +70,12 @@ defmodule HFBridge.GRPC do
   @spec connect(String.t(), :inet.port_number(), keyword()) :: {:ok, conn()} | {:error, Error.t()}
   def connect(host, port, opts \\ []) when is_binary(host) and is_integer(port) do
     case Keyword.keys(opts) -- @connect_opts do
-      [] -> do_connect(host, port, opts)
-      unknown -> {:error, Error.new(:options, :invalid_argument, "unknown connect options: #{inspect(unknown)}")}
+      [] ->
+        do_connect(host, port, opts)
+
+      unknown ->
+        {:error,
+         Error.new(:options, :invalid_argument, "unknown connect options: #{inspect(unknown)}")}
     end
   end
 
@@ -75,8 +83,7 @@ defmodule HFBridge.GRPC do
     timeout = Keyword.get(opts, :connect_timeout, 10_000)
     tls = Keyword.get(opts, :tls, false)
 
-    authority =
-      if String.contains?(host, ":"), do: "[#{host}]:#{port}", else: "#{host}:#{port}"
+    authority = if String.contains?(host, ":"), do: "[#{host}]:#{port}", else: "#{host}:#{port}"
 
     conn_opts =
       opts
@@ -96,10 +103,17 @@ defmodule HFBridge.GRPC do
       catch
         :exit, {:timeout, _} ->
           stop(pid)
-          {:error, Error.new(:grpc, :unavailable, "HTTP/2 handshake with #{authority} timed out", retryable: true)}
+
+          {:error,
+           Error.new(:grpc, :unavailable, "HTTP/2 handshake with #{authority} timed out",
+             retryable: true
+           )}
 
         :exit, reason ->
-          {:error, Error.new(:grpc, :unavailable, "connection process failed: #{inspect(reason)}", retryable: true)}
+          {:error,
+           Error.new(:grpc, :unavailable, "connection process failed: #{inspect(reason)}",
+             retryable: true
+           )}
       end
     end
   end
@@ -118,7 +132,9 @@ defmodule HFBridge.GRPC do
 
       other ->
         Transport.close(kind, socket)
-        {:error, Error.new(:grpc, :internal, "could not start the connection process: #{inspect(other)}")}
+
+        {:error,
+         Error.new(:grpc, :internal, "could not start the connection process: #{inspect(other)}")}
     end
   end
 
@@ -130,7 +146,9 @@ defmodule HFBridge.GRPC do
       {:error, reason} ->
         Transport.close(kind, socket)
         stop(pid)
-        {:error, Error.new(:grpc, :internal, "could not hand the socket over: #{inspect(reason)}")}
+
+        {:error,
+         Error.new(:grpc, :internal, "could not hand the socket over: #{inspect(reason)}")}
     end
   end
 
@@ -177,9 +195,18 @@ defmodule HFBridge.GRPC do
 
       {:hf_bridge_grpc, ^ref, {:done, md}} ->
         case messages do
-          [message] -> {:ok, message, md}
-          [] -> {:error, Error.from_grpc_status(12, "the server sent no response message")}
-          _ -> {:error, Error.from_grpc_status(12, "the server sent #{length(messages)} messages to a unary call")}
+          [message] ->
+            {:ok, message, md}
+
+          [] ->
+            {:error, Error.from_grpc_status(12, "the server sent no response message")}
+
+          _ ->
+            {:error,
+             Error.from_grpc_status(
+               12,
+               "the server sent #{length(messages)} messages to a unary call"
+             )}
         end
 
       {:hf_bridge_grpc, ^ref, {:error, error, _md}} ->
@@ -200,76 +227,108 @@ defmodule HFBridge.GRPC do
   as `unary/4` (the `:timeout` covers the whole stream). Read it with
   `recv/2`.
   """
-  @spec server_stream(conn(), String.t(), iodata(), call_opts()) :: {:ok, Stream.t()} | {:error, Error.t()}
+  @spec server_stream(conn(), String.t(), iodata(), call_opts()) ::
+          {:ok, Stream.t()} | {:error, Error.t()}
   def server_stream(conn, path, request, opts \\ []) do
     with {:ok, ref, mon} <- start(conn, path, request, opts, :pull) do
-      {:ok, %Stream{conn: GenServer.whereis(conn), ref: ref, monitor: mon, owner: self()}}
+      Process.demonitor(mon, [:flush])
+      {:ok, %Stream{conn: GenServer.whereis(conn), ref: ref, owner: self()}}
     end
   end
 
   @doc """
   Waits for the next message of a server stream: `{:ok, message}`, `:done`
   once the stream ended with status OK, or `{:error, error}`. Only the owner
-  may call it. After `:done` or an error, further calls return the same.
-  On `timeout` it returns `{:error, %HFBridge.Error{code: :timeout}}` and the
-  stream stays usable.
+  may call it. After `:done`, an error or `cancel/1`, further calls return
+  the same result. On `timeout` it returns
+  `{:error, %HFBridge.Error{code: :timeout}}` and the stream stays usable.
   """
   @spec recv(Stream.t(), timeout()) :: {:ok, binary()} | :done | {:error, Error.t()}
-  def recv(%Stream{ref: ref, monitor: mon, conn: conn} = stream, timeout \\ :infinity) do
+  def recv(%Stream{ref: ref, conn: conn} = stream, timeout \\ :infinity) do
     case Process.get({__MODULE__, ref}) do
       {:final, result, _md} ->
         result
 
       _ when stream.owner != self() ->
-        {:error, Error.new(:grpc, :invalid_argument, "only the process that started the stream may read it")}
+        {:error,
+         Error.new(
+           :grpc,
+           :invalid_argument,
+           "only the process that started the stream may read it"
+         )}
 
       demand ->
+        # A monitor per wait: a connection that dies ends the wait.
+        mon = Process.monitor(conn)
+
         if demand != :demanded do
           send(conn, {:demand, ref, self()})
           Process.put({__MODULE__, ref}, :demanded)
         end
 
-        receive do
-          {:hf_bridge_grpc, ^ref, {:message, message}} ->
-            Process.delete({__MODULE__, ref})
-            {:ok, message}
+        result =
+          receive do
+            {:hf_bridge_grpc, ^ref, {:message, message}} ->
+              Process.delete({__MODULE__, ref})
+              {:ok, message}
 
-          {:hf_bridge_grpc, ^ref, {:done, md}} ->
-            final(stream, :done, md)
+            {:hf_bridge_grpc, ^ref, {:done, md}} ->
+              final(ref, :done, md)
 
-          {:hf_bridge_grpc, ^ref, {:error, error, md}} ->
-            final(stream, {:error, error}, md)
+            {:hf_bridge_grpc, ^ref, {:error, error, md}} ->
+              final(ref, {:error, error}, md)
 
-          {:DOWN, ^mon, :process, _, reason} ->
-            final(stream, {:error, down_error(reason)}, %{headers: [], trailers: []})
-        after
-          timeout ->
-            {:error, Error.new(:grpc, :timeout, "no message within #{timeout} ms", retryable: true)}
-        end
+            {:DOWN, ^mon, :process, _, reason} ->
+              final(ref, {:error, down_error(reason)}, %{headers: [], trailers: []})
+          after
+            timeout ->
+              {:error,
+               Error.new(:grpc, :timeout, "no message within #{timeout} ms", retryable: true)}
+          end
+
+        Process.demonitor(mon, [:flush])
+        result
     end
   end
 
-  defp final(stream, result, md) do
-    Process.demonitor(stream.monitor, [:flush])
-    Process.put({__MODULE__, stream.ref}, {:final, result, md})
+  # The outcome of a finished stream stays readable by `recv/2` and
+  # `stream_metadata/1`; only the most recent @keep_finished are kept so a
+  # long-lived owner does not accumulate them.
+  @keep_finished 64
+
+  defp final(ref, result, md) do
+    Process.put({__MODULE__, ref}, {:final, result, md})
+    finished = [ref | Process.get({__MODULE__, :finished}, [])]
+
+    {keep, drop} = Enum.split(finished, @keep_finished)
+    Enum.each(drop, &Process.delete({__MODULE__, &1}))
+    Process.put({__MODULE__, :finished}, keep)
     result
   end
 
   @doc """
-  Cancels a stream (RST_STREAM CANCEL) and drops its pending messages. Also
-  releases the bookkeeping of a finished stream. Always `:ok`.
+  Cancels a stream (RST_STREAM CANCEL) and drops its pending messages.
+  Later `recv/2` calls return a `:cancelled` error; a stream that had
+  already finished keeps its result. Always `:ok`.
   """
   @spec cancel(Stream.t()) :: :ok
-  def cancel(%Stream{ref: ref, monitor: mon, conn: conn}) do
-    try do
-      GenServer.call(conn, {:cancel, ref}, 5_000)
-    catch
-      :exit, _ -> :ok
-    end
+  def cancel(%Stream{ref: ref, conn: conn}) do
+    case Process.get({__MODULE__, ref}) do
+      {:final, _, _} ->
+        :ok
 
-    Process.demonitor(mon, [:flush])
-    Process.delete({__MODULE__, ref})
-    flush(ref)
+      _ ->
+        try do
+          GenServer.call(conn, {:cancel, ref}, 5_000)
+        catch
+          :exit, _ -> :ok
+        end
+
+        flush(ref)
+        error = Error.new(:grpc, :cancelled, "the stream was cancelled by the client")
+        final(ref, {:error, error}, %{headers: [], trailers: []})
+        :ok
+    end
   end
 
   defp flush(ref) do

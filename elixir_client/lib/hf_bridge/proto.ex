@@ -25,7 +25,8 @@ defmodule HFBridge.Proto do
 
   alias HFBridge.Proto.{Codec, Schema}
 
-  @proto_path Path.expand("../../proto/hf_bridge/v1/hf_bridge.proto", Path.expand("../..", __DIR__))
+  # The repository's /proto: lib/hf_bridge -> lib -> elixir_client -> root.
+  @proto_path Path.expand("../../../proto/hf_bridge/v1/hf_bridge.proto", __DIR__)
   @external_resource @proto_path
   @schema Schema.from_file!(@proto_path)
 
@@ -55,7 +56,8 @@ defmodule HFBridge.Proto do
   out of range.
   """
   @spec encode(message(), map()) :: binary()
-  def encode(message, fields) when is_atom(message) and is_map(fields), do: Codec.encode(@schema, message, fields)
+  def encode(message, fields) when is_atom(message) and is_map(fields),
+    do: Codec.encode(@schema, message, fields)
 
   @doc """
   Decodes `binary` as message `message`. Malformed bytes give
@@ -64,7 +66,8 @@ defmodule HFBridge.Proto do
   `ArgumentError`.)
   """
   @spec decode(message(), binary()) :: {:ok, map()} | {:error, HFBridge.Error.t()}
-  def decode(message, binary) when is_atom(message) and is_binary(binary), do: Codec.decode(@schema, message, binary)
+  def decode(message, binary) when is_atom(message) and is_binary(binary),
+    do: Codec.decode(@schema, message, binary)
 
   @doc "Every message name of the contract, in declaration order."
   @spec messages() :: [message()]
@@ -82,11 +85,14 @@ defmodule HFBridge.Proto do
   def rpc(rpc)
 
   for name <- @schema.rpc_order do
-    info = Map.take(@schema.rpcs[name], [:path, :input, :output, :server_streaming, :client_streaming])
+    info =
+      Map.take(@schema.rpcs[name], [:path, :input, :output, :server_streaming, :client_streaming])
+
     def rpc(unquote(name)), do: unquote(Macro.escape(info))
   end
 
-  def rpc(other), do: raise(ArgumentError, "unknown rpc #{inspect(other)} of service hf_bridge.v1.HFBridge")
+  def rpc(other),
+    do: raise(ArgumentError, "unknown rpc #{inspect(other)} of service hf_bridge.v1.HFBridge")
 
   @doc "Names of every rpc of the service, in declaration order."
   @spec rpcs() :: [atom()]

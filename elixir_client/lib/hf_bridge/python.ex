@@ -36,6 +36,7 @@ defmodule HFBridge.Python do
     env = Keyword.get(opts, :env)
     root = Keyword.get_lazy(opts, :repo_root, &repo_root/0)
     explicit = Keyword.get(opts, :python) || Application.get_env(:hf_bridge, :python)
+    venv = root && Path.join(root, ".venv/bin/python")
 
     cond do
       explicit ->
@@ -44,7 +45,7 @@ defmodule HFBridge.Python do
       value = getenv(env, "HF_BRIDGE_PYTHON") ->
         given(value, "HF_BRIDGE_PYTHON", root)
 
-      root && File.exists?(venv = Path.join(root, ".venv/bin/python")) ->
+      venv && File.exists?(venv) ->
         {:ok, located(venv, root)}
 
       python3 = find_executable(env, "python3") ->

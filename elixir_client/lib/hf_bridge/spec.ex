@@ -177,7 +177,12 @@ defmodule HFBridge.Spec do
   end
 
   defp to_spec(dataset, valid) do
-    {shuffle, seed, buffer} = valid[:shuffle]
+    {shuffle, seed, buffer} =
+      case valid[:shuffle] do
+        {_, _, _} = shuffle -> shuffle
+        _unset -> {false, 0, 0}
+      end
+
     {shard_index, num_shards} = valid[:shard] || {0, 0}
 
     %{

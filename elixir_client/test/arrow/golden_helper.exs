@@ -7,7 +7,9 @@ defmodule HFBridge.Arrow.GoldenHelper do
 
   @doc "Generates the goldens; returns the directory. Removed when the test module exits."
   def generate! do
-    dir = Path.join(System.tmp_dir!(), "hf_bridge_arrow_golden_#{System.unique_integer([:positive])}")
+    dir =
+      Path.join(System.tmp_dir!(), "hf_bridge_arrow_golden_#{System.unique_integer([:positive])}")
+
     File.mkdir_p!(dir)
     python = System.get_env("HF_BRIDGE_PYTHON", "python3")
 
@@ -21,7 +23,11 @@ defmodule HFBridge.Arrow.GoldenHelper do
 
   @doc "Names of the cases in `dir`."
   def names(dir) do
-    dir |> File.ls!() |> Enum.filter(&String.ends_with?(&1, ".exs")) |> Enum.map(&Path.rootname/1) |> Enum.sort()
+    dir
+    |> File.ls!()
+    |> Enum.filter(&String.ends_with?(&1, ".exs"))
+    |> Enum.map(&Path.rootname/1)
+    |> Enum.sort()
   end
 
   @doc "Loads case `name`: `{ipc_bytes, expected_map}`."

@@ -61,12 +61,13 @@ defmodule HFBridge.Arrow.GoldenTest do
     end
 
     assert length(table.columns) == length(expected.columns)
-    assert_same(Arrow.to_rows(table), expected.rows, "rows")
+    rows = expected.rows || rows_from_columns(expected)
+    assert_same(Arrow.to_rows(table), rows, "rows")
     assert Arrow.column(table, "no such column") == nil
 
     assert {:ok, batches} = Arrow.read_batches(ipc, expected.opts)
     assert Enum.map(batches, & &1.num_rows) == expected.batch_rows
-    assert_same(Enum.flat_map(batches, &Arrow.to_rows/1), expected.rows, "batch rows")
+    assert_same(Enum.flat_map(batches, &Arrow.to_rows/1), rows, "batch rows")
 
     if Keyword.get(expected.opts, :copy, false), do: assert_copied(table, ipc)
   end
@@ -75,11 +76,21 @@ defmodule HFBridge.Arrow.GoldenTest do
   defp assert_same(actual, expected, what) do
     unless actual === expected do
       {a, e, i} =
-        Enum.zip(actual, expected) |> Enum.with_index() |> Enum.find_value({actual, expected, nil}, fn {{a, e}, i} ->
+        Enum.zip(actual, expected)
+        |> Enum.with_index()
+        |> Enum.find_value({actual, expected, nil}, fn {{a, e}, i} ->
           if a !== e, do: {a, e, i}
         end)
 
-      flunk("#{what} differs at index #{inspect(i)}:\n  got:      #{inspect(a, limit: 50)}\n  expected: #{inspect(e, limit: 50)}")
+      flunk(
+        "#{what} differs at index #{inspect(i)}:\n  got:      #{inspect(a, limit: 50)}\n  expected: #{inspect(e, limit: 50)}"
+      )
+    end
+  end
+
+  defp rows_from_columns(%{columns: columns, num_rows: n}) do
+    for i <- 0..(n - 1)//1 do
+      Map.new(columns, fn {name, values} -> {name, Enum.at(values, i)} end)
     end
   end
 
@@ -95,7 +106,10 @@ defmodule HFBridge.Arrow.GoldenTest do
 
   # With copy: true no binary value refers into the message.
   defp assert_copied(table, ipc) do
-    for {_name, values} <- table.columns, v <- List.flatten(values), is_binary(v), byte_size(v) > 0 do
+    for {_name, values} <- table.columns,
+        v <- List.flatten(values),
+        is_binary(v),
+        byte_size(v) > 0 do
       refute :binary.referenced_byte_size(v) == byte_size(ipc)
     end
   end

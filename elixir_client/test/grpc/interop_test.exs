@@ -78,12 +78,15 @@ defmodule HFBridge.GRPC.InteropTest do
         conn = connect!(ctx, unquote(kind))
         req = InteropMessages.simple_request(status: {2, "test status message"})
 
-        assert {:error, %HFBridge.Error{layer: :grpc, code: :unknown, message: "test status message"}} =
+        assert {:error,
+                %HFBridge.Error{layer: :grpc, code: :unknown, message: "test status message"}} =
                  GRPC.unary(conn, @svc <> "UnaryCall", req)
 
         req = InteropMessages.streaming_request([10], status: {2, "test status message"})
         {:ok, stream} = GRPC.server_stream(conn, @svc <> "StreamingOutputCall", req)
-        assert {:error, %HFBridge.Error{code: :unknown, message: "test status message"}, [_]} = drain(stream)
+
+        assert {:error, %HFBridge.Error{code: :unknown, message: "test status message"}, [_]} =
+                 drain(stream)
       end
 
       test "special_status_message", ctx do
@@ -179,7 +182,10 @@ defmodule HFBridge.GRPC.InteropTest do
         conn = connect!(ctx, unquote(kind))
         want = [1_048_576, 1_048_576, 8_388_608, 1_048_576, 8_388_608]
         req = InteropMessages.streaming_request(want)
-        {:ok, stream} = GRPC.server_stream(conn, @svc <> "StreamingOutputCall", req, timeout: 60_000)
+
+        {:ok, stream} =
+          GRPC.server_stream(conn, @svc <> "StreamingOutputCall", req, timeout: 60_000)
+
         assert {:done, messages} = drain(stream)
         assert sizes(messages) == want
         assert Enum.all?(messages, fn m -> InteropMessages.payload_body(m) =~ ~r/^\0*$/ end)
@@ -188,7 +194,10 @@ defmodule HFBridge.GRPC.InteropTest do
       test "server stream of 10,000 small messages", ctx do
         conn = connect!(ctx, unquote(kind))
         req = InteropMessages.streaming_request(Enum.map(1..10_000, &rem(&1, 50)))
-        {:ok, stream} = GRPC.server_stream(conn, @svc <> "StreamingOutputCall", req, timeout: 120_000)
+
+        {:ok, stream} =
+          GRPC.server_stream(conn, @svc <> "StreamingOutputCall", req, timeout: 120_000)
+
         assert {:done, messages} = drain(stream)
         assert sizes(messages) == Enum.map(1..10_000, &rem(&1, 50))
       end
@@ -201,7 +210,10 @@ defmodule HFBridge.GRPC.InteropTest do
             Task.async(fn ->
               want = [i, 1_000 + i, 20_000 + i]
               req = InteropMessages.streaming_request(want)
-              {:ok, stream} = GRPC.server_stream(conn, @svc <> "StreamingOutputCall", req, timeout: 120_000)
+
+              {:ok, stream} =
+                GRPC.server_stream(conn, @svc <> "StreamingOutputCall", req, timeout: 120_000)
+
               {:done, messages} = drain(stream)
               sizes(messages) == want
             end)

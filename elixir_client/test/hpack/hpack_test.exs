@@ -25,7 +25,9 @@ defmodule HFBridge.HPACKTest do
 
     test "RFC 7541 C.4.1 example string" do
       assert Huffman.encode("www.example.com") == Base.decode16!("F1E3C2E5F23A6BA0AB90F4FF")
-      assert Huffman.decode(Base.decode16!("F1E3C2E5F23A6BA0AB90F4FF")) == {:ok, "www.example.com"}
+
+      assert Huffman.decode(Base.decode16!("F1E3C2E5F23A6BA0AB90F4FF")) ==
+               {:ok, "www.example.com"}
     end
 
     test "every byte value round-trips" do
@@ -50,7 +52,12 @@ defmodule HFBridge.HPACKTest do
       {:ok, h1, ctx} =
         HPACK.decode(Base.decode16!("828684410F7777772E6578616D706C652E636F6D"), ctx)
 
-      assert h1 == [{":method", "GET"}, {":scheme", "http"}, {":path", "/"}, {":authority", "www.example.com"}]
+      assert h1 == [
+               {":method", "GET"},
+               {":scheme", "http"},
+               {":path", "/"},
+               {":authority", "www.example.com"}
+             ]
 
       {:ok, h2, ctx} = HPACK.decode(Base.decode16!("828684BE58086E6F2D6361636865"), ctx)
       assert List.last(h2) == {"cache-control", "no-cache"}
@@ -80,7 +87,10 @@ defmodule HFBridge.HPACKTest do
 
     test "header list size cap keeps the context in step" do
       ctx = HPACK.new()
-      {block, enc} = HPACK.encode([{"x-big", String.duplicate("v", 100)}, {"x-a", "1"}], HPACK.new())
+
+      {block, enc} =
+        HPACK.encode([{"x-big", String.duplicate("v", 100)}, {"x-a", "1"}], HPACK.new())
+
       assert {:too_large, dctx} = HPACK.decode(IO.iodata_to_binary(block), ctx, 50)
       {block2, _} = HPACK.encode([{"x-a", "1"}], enc)
       assert {:ok, [{"x-a", "1"}], _} = HPACK.decode(IO.iodata_to_binary(block2), dctx, 50)
@@ -88,7 +98,13 @@ defmodule HFBridge.HPACKTest do
 
     test "fuzz: random and mutated blocks never raise" do
       :rand.seed(:exsss, {1, 2, 3})
-      {good, _} = HPACK.encode([{":status", "200"}, {"content-type", "application/grpc"}, {"x-k", "some value"}], HPACK.new())
+
+      {good, _} =
+        HPACK.encode(
+          [{":status", "200"}, {"content-type", "application/grpc"}, {"x-k", "some value"}],
+          HPACK.new()
+        )
+
       good = IO.iodata_to_binary(good)
 
       for i <- 1..3000 do
@@ -100,6 +116,7 @@ defmodule HFBridge.HPACKTest do
           end
 
         result = HPACK.decode(input, HPACK.new(), 8192)
+
         assert match?({:ok, _, _}, result) or match?({:error, %HFBridge.Error{}}, result) or
                  match?({:too_large, _}, result)
       end
@@ -128,8 +145,11 @@ defmodule HFBridge.HPACKTest do
           |> Enum.reject(&(&1 == "raw-data"))
 
         assert dirs != []
+
         count =
-          for dir <- dirs, file <- Path.wildcard(Path.join([@vectors, dir, "*.json"])), reduce: 0 do
+          for dir <- dirs,
+              file <- Path.wildcard(Path.join([@vectors, dir, "*.json"])),
+              reduce: 0 do
             acc -> acc + check_story(file)
           end
 
@@ -200,7 +220,12 @@ defmodule HFBridge.HPACKTest do
     defp value(text) do
       [num] = Regex.run(~r/^-?\d+(\.\d+)?([eE][-+]?\d+)?/, text)
       rest = binary_part(text, byte_size(num), byte_size(text) - byte_size(num))
-      parsed = if String.contains?(num, [".", "e", "E"]), do: String.to_float(num), else: String.to_integer(num)
+
+      parsed =
+        if String.contains?(num, [".", "e", "E"]),
+          do: String.to_float(num),
+          else: String.to_integer(num)
+
       {parsed, rest}
     end
 

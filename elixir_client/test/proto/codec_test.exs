@@ -28,7 +28,14 @@ defmodule HFBridge.Proto.CodecTest do
     end
 
     test "zigzag maps signed to unsigned as the encoding guide shows" do
-      pairs = [{0, 0}, {-1, 1}, {1, 2}, {-2, 3}, {2_147_483_647, 4_294_967_294}, {-2_147_483_648, 4_294_967_295}]
+      pairs = [
+        {0, 0},
+        {-1, 1},
+        {1, 2},
+        {-2, 3},
+        {2_147_483_647, 4_294_967_294},
+        {-2_147_483_648, 4_294_967_295}
+      ]
 
       for {signed, unsigned} <- pairs do
         assert Wire.zigzag_encode(signed) == unsigned
@@ -65,14 +72,17 @@ defmodule HFBridge.Proto.CodecTest do
       assert Codec.encode(s, :Test1, %{a: 150}) == <<0x08, 0x96, 0x01>>
       assert Codec.encode(s, :Test2, %{b: "testing"}) == <<0x12, 0x07, "testing">>
       assert Codec.encode(s, :Test3, %{c: %{a: 150}}) == <<0x1A, 0x03, 0x08, 0x96, 0x01>>
-      assert Codec.encode(s, :Test4, %{d: [3, 270, 86_942]}) == <<0x22, 0x06, 0x03, 0x8E, 0x02, 0x9E, 0xA7, 0x05>>
+
+      assert Codec.encode(s, :Test4, %{d: [3, 270, 86_942]}) ==
+               <<0x22, 0x06, 0x03, 0x8E, 0x02, 0x9E, 0xA7, 0x05>>
 
       assert Codec.decode(s, :Test3, <<0x1A, 0x03, 0x08, 0x96, 0x01>>) == {:ok, %{c: %{a: 150}}}
       # Unpacked elements, and packed and unpacked mixed, decode the same.
       assert Codec.decode(s, :Test4, <<0x20, 0x03, 0x20, 0x8E, 0x02, 0x20, 0x9E, 0xA7, 0x05>>) ==
                {:ok, %{d: [3, 270, 86_942]}}
 
-      assert Codec.decode(s, :Test4, <<0x20, 0x01, 0x22, 0x02, 0x02, 0x03, 0x20, 0x04>>) == {:ok, %{d: [1, 2, 3, 4]}}
+      assert Codec.decode(s, :Test4, <<0x20, 0x01, 0x22, 0x02, 0x02, 0x03, 0x20, 0x04>>) ==
+               {:ok, %{d: [1, 2, 3, 4]}}
     end
 
     test "negative int32 uses ten bytes and decodes back", %{s: s} do
@@ -84,12 +94,16 @@ defmodule HFBridge.Proto.CodecTest do
 
   describe "malformed input is an error value" do
     test "truncated varint" do
-      assert {:error, %Error{layer: :proto, code: :malformed}} = Proto.decode(:AckResponse, <<0x08, 0x80>>)
+      assert {:error, %Error{layer: :proto, code: :malformed}} =
+               Proto.decode(:AckResponse, <<0x08, 0x80>>)
+
       assert {:error, %Error{layer: :proto}} = Proto.decode(:AckResponse, <<0x88>>)
     end
 
     test "length past the end" do
-      assert {:error, %Error{layer: :proto, message: msg}} = Proto.decode(:CloseRequest, <<0x0A, 0x05, "ab">>)
+      assert {:error, %Error{layer: :proto, message: msg}} =
+               Proto.decode(:CloseRequest, <<0x0A, 0x05, "ab">>)
+
       assert msg =~ "runs past the end"
       assert {:error, _} = Proto.decode(:CloseRequest, <<0x0A, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F>>)
     end
@@ -103,9 +117,13 @@ defmodule HFBridge.Proto.CodecTest do
     end
 
     test "invalid UTF-8 in a string field, but not in a bytes field" do
-      assert {:error, %Error{message: msg}} = Proto.decode(:ResumeRequest, <<0x0A, 0x02, 0xFF, 0xFE>>)
+      assert {:error, %Error{message: msg}} =
+               Proto.decode(:ResumeRequest, <<0x0A, 0x02, 0xFF, 0xFE>>)
+
       assert msg =~ "UTF-8"
-      assert {:ok, %{arrow_ipc: <<0xFF, 0xFE>>}} = Proto.decode(:Batch, <<0x1A, 0x02, 0xFF, 0xFE>>)
+
+      assert {:ok, %{arrow_ipc: <<0xFF, 0xFE>>}} =
+               Proto.decode(:Batch, <<0x1A, 0x02, 0xFF, 0xFE>>)
     end
 
     test "field number 0, invalid wire types, stray end-group, unterminated group" do
@@ -114,12 +132,18 @@ defmodule HFBridge.Proto.CodecTest do
       assert {:error, _} = Proto.decode(:AckResponse, <<0xF7, 0x01, 0x00>>)
       assert {:error, _} = Proto.decode(:AckResponse, <<0xF4, 0x01>>)
       assert {:error, _} = Proto.decode(:AckResponse, <<0xF3, 0x01, 0x08, 0x01>>)
-      assert {:ok, %{acked_seq: 5}} = Proto.decode(:AckResponse, <<0xF3, 0x01, 0x08, 0x01, 0xF4, 0x01, 0x08, 0x05>>)
+
+      assert {:ok, %{acked_seq: 5}} =
+               Proto.decode(:AckResponse, <<0xF3, 0x01, 0x08, 0x01, 0xF4, 0x01, 0x08, 0x05>>)
     end
 
     test "nesting depth is bounded" do
       s = Schema.parse!("syntax = \"proto3\"; message Node { Node child = 1; int32 v = 2; }")
-      nest = fn n -> Enum.reduce(1..n, <<0x10, 0x07>>, fn _, inner -> <<0x0A, byte_size(inner)>> <> inner end) end
+
+      nest = fn n ->
+        Enum.reduce(1..n, <<0x10, 0x07>>, fn _, inner -> <<0x0A, byte_size(inner)>> <> inner end)
+      end
+
       # One-byte lengths keep this under 128 bytes deep only for small n; use varints.
       nest_big = fn n ->
         Enum.reduce(1..n, <<0x10, 0x07>>, fn _, inner ->
@@ -127,7 +151,9 @@ defmodule HFBridge.Proto.CodecTest do
         end)
       end
 
-      assert {:ok, %{child: %{child: %{child: nil, v: 7}, v: 0}, v: 0}} = Codec.decode(s, :Node, nest.(2))
+      assert {:ok, %{child: %{child: %{child: nil, v: 7}, v: 0}, v: 0}} =
+               Codec.decode(s, :Node, nest.(2))
+
       assert {:ok, _} = Codec.decode(s, :Node, nest_big.(90))
       assert {:error, %Error{message: msg}} = Codec.decode(s, :Node, nest_big.(101))
       assert msg =~ "nested deeper"
@@ -137,19 +163,49 @@ defmodule HFBridge.Proto.CodecTest do
   describe "encoding programmer errors raise ArgumentError" do
     test "unknown message, unknown field, wrong types, ranges" do
       assert_raise ArgumentError, ~r/unknown protobuf message/, fn -> Proto.encode(:Nope, %{}) end
-      assert_raise ArgumentError, ~r/no field :nope/, fn -> Proto.encode(:AckRequest, %{nope: 1}) end
-      assert_raise ArgumentError, ~r/no field "seq"/, fn -> Proto.encode(:AckRequest, %{"seq" => 1}) end
+
+      assert_raise ArgumentError, ~r/no field :nope/, fn ->
+        Proto.encode(:AckRequest, %{nope: 1})
+      end
+
+      assert_raise ArgumentError, ~r/no field "seq"/, fn ->
+        Proto.encode(:AckRequest, %{"seq" => 1})
+      end
+
       assert_raise ArgumentError, ~r/uint64/, fn -> Proto.encode(:AckRequest, %{seq: -1}) end
-      assert_raise ArgumentError, ~r/uint64/, fn -> Proto.encode(:AckRequest, %{seq: @u64 + 1}) end
+
+      assert_raise ArgumentError, ~r/uint64/, fn ->
+        Proto.encode(:AckRequest, %{seq: @u64 + 1})
+      end
+
       assert_raise ArgumentError, ~r/uint64/, fn -> Proto.encode(:AckRequest, %{seq: "1"}) end
-      assert_raise ArgumentError, ~r/uint32/, fn -> Proto.encode(:ReadRequest, %{max_batches: 2 ** 32}) end
-      assert_raise ArgumentError, ~r/int64/, fn -> Proto.encode(:Scalar, %{int_value: 2 ** 63}) end
-      assert_raise ArgumentError, ~r/UTF-8/, fn -> Proto.encode(:CloseRequest, %{session_id: <<0xFF>>}) end
+
+      assert_raise ArgumentError, ~r/uint32/, fn ->
+        Proto.encode(:ReadRequest, %{max_batches: 2 ** 32})
+      end
+
+      assert_raise ArgumentError, ~r/int64/, fn ->
+        Proto.encode(:Scalar, %{int_value: 2 ** 63})
+      end
+
+      assert_raise ArgumentError, ~r/UTF-8/, fn ->
+        Proto.encode(:CloseRequest, %{session_id: <<0xFF>>})
+      end
+
       assert_raise ArgumentError, ~r/bool/, fn -> Proto.encode(:Batch, %{end_of_data: 1}) end
       assert_raise ArgumentError, ~r/list/, fn -> Proto.encode(:DatasetSpec, %{columns: "a"}) end
-      assert_raise ArgumentError, ~r/map of fields/, fn -> Proto.encode(:OpenRequest, %{spec: [path: "x"]}) end
-      assert_raise ArgumentError, ~r/oneof kind/, fn -> Proto.encode(:Scalar, %{int_value: 1, bool_value: true}) end
-      assert_raise ArgumentError, ~r/double/, fn -> Proto.encode(:Scalar, %{float_value: "1.0"}) end
+
+      assert_raise ArgumentError, ~r/map of fields/, fn ->
+        Proto.encode(:OpenRequest, %{spec: [path: "x"]})
+      end
+
+      assert_raise ArgumentError, ~r/oneof kind/, fn ->
+        Proto.encode(:Scalar, %{int_value: 1, bool_value: true})
+      end
+
+      assert_raise ArgumentError, ~r/double/, fn ->
+        Proto.encode(:Scalar, %{float_value: "1.0"})
+      end
     end
 
     test "a default given with the wrong type still raises" do
@@ -167,9 +223,13 @@ defmodule HFBridge.Proto.CodecTest do
     end
 
     test "integers are accepted for doubles; -0.0 is written" do
-      assert Proto.encode(:ExportProgress, %{elapsed_seconds: 2}) == Proto.encode(:ExportProgress, %{elapsed_seconds: 2.0})
+      assert Proto.encode(:ExportProgress, %{elapsed_seconds: 2}) ==
+               Proto.encode(:ExportProgress, %{elapsed_seconds: 2.0})
+
       assert Proto.encode(:ExportProgress, %{elapsed_seconds: 0}) == ""
-      assert Proto.encode(:ExportProgress, %{elapsed_seconds: -0.0}) == <<0x29, 0, 0, 0, 0, 0, 0, 0, 0x80>>
+
+      assert Proto.encode(:ExportProgress, %{elapsed_seconds: -0.0}) ==
+               <<0x29, 0, 0, 0, 0, 0, 0, 0, 0x80>>
     end
 
     test "decoded bytes fields are sub-binaries of the input (no copy of large payloads)" do
@@ -231,8 +291,13 @@ defmodule HFBridge.Proto.CodecTest do
       assert s.enums[:Color].by_name == %{COLOR_UNSPECIFIED: 0, RED: 1, BLUE: 2}
       assert s.enums[:"Outer.Mode"].default == :MODE_A
 
-      assert {:ok, %{path: "/demo.v2.Demo/Unary", input: :Outer, output: :"Outer.Inner", server_streaming: false}} =
-               Schema.rpc(s, :Unary)
+      assert {:ok,
+              %{
+                path: "/demo.v2.Demo/Unary",
+                input: :Outer,
+                output: :"Outer.Inner",
+                server_streaming: false
+              }} = Schema.rpc(s, :Unary)
 
       assert {:ok, %{client_streaming: true, server_streaming: true}} = Schema.rpc(s, :Both)
     end
@@ -287,29 +352,39 @@ defmodule HFBridge.Proto.CodecTest do
     test "a map entry without a value gets the value type's default", %{s: s} do
       # by_name entry with only a key.
       bin = <<0x32, 0x03, 0x0A, 0x01, ?k>>
-      assert {:ok, %{by_name: %{"k" => %{z: 0, f: 0, sf: 0, fl: 0.0}}}} = Codec.decode(s, :Outer, bin)
+
+      assert {:ok, %{by_name: %{"k" => %{z: 0, f: 0, sf: 0, fl: 0.0}}}} =
+               Codec.decode(s, :Outer, bin)
     end
 
     test "invalid .proto text is an error naming the problem" do
       for {text, pattern} <- [
             {"syntax = \"proto3\"; message A { B b = 1; }", ~r/unknown type B/},
-            {"syntax = \"proto3\"; message A { int32 a = 1; int32 b = 1; }", ~r/duplicate field number/},
+            {"syntax = \"proto3\"; message A { int32 a = 1; int32 b = 1; }",
+             ~r/duplicate field number/},
             {"syntax = \"proto3\"; message A { int32 a = 0; }", ~r/invalid number/},
             {"syntax = \"proto3\"; message A { int32 a = 1 }", ~r/line 1: expected ;/},
             {"message A {\n int32 a = 1;\n", ~r/not closed/},
-            {"syntax = \"proto3\";\n\n message A { int32 a = 1; } $", ~r/line 3: unexpected character/},
+            {"syntax = \"proto3\";\n\n message A { int32 a = 1; } $",
+             ~r/line 3: unexpected character/},
             {"syntax = \"proto4\";", ~r/unsupported syntax/},
             {"/* open", ~r/unterminated block comment/},
             {"message A { map<float, int32> m = 1; }", ~r/cannot be a map key/},
             {"service S { rpc X(Missing) returns (Missing); }", ~r/not a message/}
           ] do
-        assert {:error, %Error{layer: :proto, code: :invalid_schema, message: msg}} = Schema.parse(text)
+        assert {:error, %Error{layer: :proto, code: :invalid_schema, message: msg}} =
+                 Schema.parse(text)
+
         assert msg =~ pattern
       end
     end
 
     test "proto2 fields have explicit presence and are not packed" do
-      s = Schema.parse!("syntax = \"proto2\"; message P { optional int32 a = 1; required string b = 2; repeated int32 c = 3; }")
+      s =
+        Schema.parse!(
+          "syntax = \"proto2\"; message P { optional int32 a = 1; required string b = 2; repeated int32 c = 3; }"
+        )
+
       assert {:ok, %{a: nil, b: nil, c: []}} = Codec.decode(s, :P, "")
       assert Codec.encode(s, :P, %{a: 0, c: [1, 2]}) == <<0x08, 0x00, 0x18, 0x01, 0x18, 0x02>>
     end

@@ -51,7 +51,9 @@ defmodule HFBridge.Proto.DriftTest do
     end
 
     assert Proto.rpc_path(:GetInfo) == "/hf_bridge.v1.HFBridge/GetInfo"
-    assert %{server_streaming: true, input: :ReadRequest, output: :Batch} = Proto.rpc(:ReadBatches)
+
+    assert %{server_streaming: true, input: :ReadRequest, output: :Batch} =
+             Proto.rpc(:ReadBatches)
   end
 
   defp wire_type_name(%{kind: :scalar, type: t}), do: t

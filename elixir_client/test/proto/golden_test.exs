@@ -55,14 +55,30 @@ defmodule HFBridge.Proto.GoldenTest do
       {:Scalar, %{string_value: "ünïcødé 𝄞 🤗"}},
       {:Scalar, %{bool_value: false}},
       {:Scalar, %{}},
-      {:DatasetSpec, %{path: "csv", seed: u64, skip: u64, take: 0, shuffle: true, columns: ["a", "é"]}},
-      {:DatasetSpec, %{take: nil, skip: 0, data_files: [%{split: "train", patterns: ["*.csv"]}, %{}]}},
       {:DatasetSpec,
-       %{filters: [%{all: [%{column: "x", op: "in", values: [%{int_value: -(2 ** 63)}, %{float_value: 1.0e300}]}]}]}},
+       %{path: "csv", seed: u64, skip: u64, take: 0, shuffle: true, columns: ["a", "é"]}},
+      {:DatasetSpec,
+       %{take: nil, skip: 0, data_files: [%{split: "train", patterns: ["*.csv"]}, %{}]}},
+      {:DatasetSpec,
+       %{
+         filters: [
+           %{
+             all: [
+               %{
+                 column: "x",
+                 op: "in",
+                 values: [%{int_value: -(2 ** 63)}, %{float_value: 1.0e300}]
+               }
+             ]
+           }
+         ]
+       }},
       {:SplitInfo, %{name: "train", num_rows: 0}},
-      {:DatasetInfo, %{arrow_schema: :binary.list_to_bin(Enum.to_list(0..255)), splits: [%{}, %{num_bytes: 1}]}},
+      {:DatasetInfo,
+       %{arrow_schema: :binary.list_to_bin(Enum.to_list(0..255)), splits: [%{}, %{num_bytes: 1}]}},
       {:OpenRequest, %{spec: %{}, batch_size: 0xFFFF_FFFF}},
-      {:Batch, %{seq: u64, num_rows: 1, arrow_ipc: String.duplicate(<<0, 255>>, 5000), end_of_data: true}},
+      {:Batch,
+       %{seq: u64, num_rows: 1, arrow_ipc: String.duplicate(<<0, 255>>, 5000), end_of_data: true}},
       {:ExportProgress, %{total_rows: 0, elapsed_seconds: 12.25, files: 1}},
       {:ExportEvent, %{progress: %{}}},
       {:ExportEvent, %{result: %{manifest_json: "{}", rows: 3}}},

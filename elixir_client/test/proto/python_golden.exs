@@ -10,9 +10,14 @@ defmodule HFBridge.ProtoTest.PythonGolden do
     python = System.get_env("HF_BRIDGE_PYTHON", "python3")
 
     {out, status} =
-      System.cmd(python, [@script, mode | args], env: [{"HF_HUB_OFFLINE", "1"}], stderr_to_stdout: false)
+      System.cmd(python, [@script, mode | args],
+        env: [{"HF_HUB_OFFLINE", "1"}],
+        stderr_to_stdout: false
+      )
 
-    if status != 0, do: raise("#{@script} #{mode} exited with #{status}: #{String.slice(out, 0, 2000)}")
+    if status != 0,
+      do: raise("#{@script} #{mode} exited with #{status}: #{String.slice(out, 0, 2000)}")
+
     {term, _} = Code.eval_string(out)
     term
   end
@@ -20,9 +25,12 @@ defmodule HFBridge.ProtoTest.PythonGolden do
   @doc "Parses `{message, bytes}` pairs with Python; one result per pair."
   @spec parse([{atom(), binary()}]) :: [tuple()]
   def parse(pairs) do
-    path = Path.join(System.tmp_dir!(), "hfb_proto_parse_#{System.unique_integer([:positive])}.txt")
+    path =
+      Path.join(System.tmp_dir!(), "hfb_proto_parse_#{System.unique_integer([:positive])}.txt")
 
-    text = Enum.map_join(pairs, "\n", fn {msg, bin} -> "#{msg} #{Base.encode16(bin, case: :lower)}" end)
+    text =
+      Enum.map_join(pairs, "\n", fn {msg, bin} -> "#{msg} #{Base.encode16(bin, case: :lower)}" end)
+
     File.write!(path, text <> "\n")
 
     try do

@@ -46,7 +46,9 @@ defmodule HFBridge.Test.InteropMessages do
   defp payload(size), do: bytes_field(2, :binary.copy(<<0>>, size))
 
   defp status_field(nil), do: []
-  defp status_field({code, message}), do: bytes_field(7, [int_field(1, code), bytes_field(2, message)])
+
+  defp status_field({code, message}),
+    do: bytes_field(7, [int_field(1, code), bytes_field(2, message)])
 
   defp int_field(_n, 0), do: []
   defp int_field(n, value), do: [varint(n <<< 3), varint(value)]

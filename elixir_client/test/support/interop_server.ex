@@ -9,13 +9,15 @@ defmodule HFBridge.Test.InteropServer do
   def interop_dir, do: Path.join(@repo_root, "tests/interop")
 
   @doc "Starts a server; returns {:ok, %{port: port, os_pid: pid, handle: port_ref}} or {:skip, reason}."
-  def start(:python) do
+  def start(kind, env \\ [])
+
+  def start(:python, env) do
     python = System.get_env("HF_BRIDGE_PYTHON", "python3")
     exe = System.find_executable(python) || python
-    spawn_server(exe, [Path.join(interop_dir(), "python/interop_server.py")])
+    spawn_server(exe, [Path.join(interop_dir(), "python/interop_server.py")], env)
   end
 
-  def start(:node) do
+  def start(:node, env) do
     node_dir = Path.join(interop_dir(), "node")
 
     cond do
@@ -26,11 +28,15 @@ defmodule HFBridge.Test.InteropServer do
         {:skip, "run `npm install` in #{node_dir}"}
 
       true ->
-        spawn_server(System.find_executable("node"), [Path.join(node_dir, "interop_server.js")])
+        spawn_server(
+          System.find_executable("node"),
+          [Path.join(node_dir, "interop_server.js")],
+          env
+        )
     end
   end
 
-  defp spawn_server(exe, args) do
+  defp spawn_server(exe, args, env) do
     port =
       Port.open({:spawn_executable, exe}, [
         :binary,
@@ -39,7 +45,10 @@ defmodule HFBridge.Test.InteropServer do
         :stderr_to_stdout,
         {:line, 4096},
         args: args,
-        env: [{~c"HF_HUB_OFFLINE", ~c"1"}]
+        env: [
+          {~c"HF_HUB_OFFLINE", ~c"1"}
+          | Enum.map(env, fn {k, v} -> {to_charlist(k), to_charlist(v)} end)
+        ]
       ])
 
     {:os_pid, os_pid} = Port.info(port, :os_pid)

@@ -3,6 +3,7 @@
 Generates its stubs from ../proto/test_service.proto with grpc_tools.protoc
 into a temporary directory, binds 127.0.0.1 on a free port, prints
 ``READY <port>`` and serves until stdin closes (the test runner exits).
+With ``INTEROP_TLS_CERT`` and ``INTEROP_TLS_KEY`` (PEM files) it serves TLS.
 
 Behaviour follows the gRPC interop test description: ``response_size`` /
 ``response_parameters`` give payload sizes (zero bytes), ``interval_us``
@@ -106,7 +107,12 @@ def main() -> None:
         ],
     )
     pb_grpc.add_TestServiceServicer_to_server(TestService(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    cert, key = os.environ.get("INTEROP_TLS_CERT"), os.environ.get("INTEROP_TLS_KEY")
+    if cert and key:
+        creds = grpc.ssl_server_credentials([(Path(key).read_bytes(), Path(cert).read_bytes())])
+        port = server.add_secure_port("127.0.0.1:0", creds)
+    else:
+        port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     print(f"READY {port}", flush=True)
 

@@ -12,7 +12,8 @@ defmodule HFBridge.Arrow.Bits do
   @spec to_booleans(binary(), non_neg_integer()) :: [boolean()]
   def to_booleans(_bitmap, 0), do: []
 
-  def to_booleans(<<h::1, g::1, f::1, e::1, d::1, c::1, b::1, a::1, rest::binary>>, n) when n >= 8 do
+  def to_booleans(<<h::1, g::1, f::1, e::1, d::1, c::1, b::1, a::1, rest::binary>>, n)
+      when n >= 8 do
     [a == 1, b == 1, c == 1, d == 1, e == 1, f == 1, g == 1, h == 1 | to_booleans(rest, n - 8)]
   end
 
@@ -37,8 +38,17 @@ defmodule HFBridge.Arrow.Bits do
       _ ->
         <<b7::1, b6::1, b5::1, b4::1, b3::1, b2::1, b1::1, b0::1>> = <<byte>>
 
-        [pick(b0, v0), pick(b1, v1), pick(b2, v2), pick(b3, v3), pick(b4, v4), pick(b5, v5), pick(b6, v6), pick(b7, v7)
-         | mask(rest, bits)]
+        [
+          pick(b0, v0),
+          pick(b1, v1),
+          pick(b2, v2),
+          pick(b3, v3),
+          pick(b4, v4),
+          pick(b5, v5),
+          pick(b6, v6),
+          pick(b7, v7)
+          | mask(rest, bits)
+        ]
     end
   end
 
@@ -46,7 +56,9 @@ defmodule HFBridge.Arrow.Bits do
   def mask(values, <<byte, _::binary>>), do: mask_tail(values, byte)
 
   defp mask_tail([], _), do: []
-  defp mask_tail([v | rest], byte), do: [pick(Bitwise.band(byte, 1), v) | mask_tail(rest, Bitwise.bsr(byte, 1))]
+
+  defp mask_tail([v | rest], byte),
+    do: [pick(Bitwise.band(byte, 1), v) | mask_tail(rest, Bitwise.bsr(byte, 1))]
 
   @compile {:inline, pick: 2}
   defp pick(1, v), do: v

@@ -15,8 +15,11 @@ defmodule HFBridge.Arrow.Decoder do
 
   Every buffer is checked against the body size, every declared length
   against its buffers, every offset against the data it points into, and
-  every length against `:max_array_length`. Problems throw
-  `{:arrow_malformed, msg}` or `{:arrow_unsupported, msg}`.
+  every length against `:max_array_length`. Arrays whose elements take no
+  body bytes (null, empty struct, zero-width fixed-size types) draw on the
+  `unbacked` budget of the context, so hostile lengths cannot make the reader
+  allocate without bound. Problems throw `{:arrow_malformed, msg}` or
+  `{:arrow_unsupported, msg}`.
 
   Values: see `HFBridge.Arrow` for the Elixir representation of each type.
   """
@@ -32,19 +35,21 @@ defmodule HFBridge.Arrow.Decoder do
           copy: boolean(),
           temporal: :raw | :elixir,
           max_array_length: pos_integer(),
+          unbacked: non_neg_integer(),
           dicts: %{optional(integer()) => tuple()}
         }
 
   @doc """
   Decodes a record batch: returns one value list per field, each of
-  `meta.length` elements.
+  `meta.length` elements, and what is left of the `unbacked` budget.
   """
-  @spec decode([Field.t()], HFBridge.Arrow.Message.batch_meta(), ctx()) :: [list()]
+  @spec decode([Field.t()], HFBridge.Arrow.Message.batch_meta(), ctx()) ::
+          {[list()], non_neg_integer()}
   def decode(fields, %{length: length, nodes: nodes, buffers: buffers}, ctx) do
     check_length(length, ctx)
 
-    {columns, _st} =
-      Enum.map_reduce(fields, {nodes, buffers}, fn field, st ->
+    {columns, {_, _, unbacked}} =
+      Enum.map_reduce(fields, {nodes, buffers, ctx.unbacked}, fn field, st ->
         {values, n, st} = field(field, st, ctx)
 
         if n != length do
@@ -54,7 +59,7 @@ defmodule HFBridge.Arrow.Decoder do
         {values, st}
       end)
 
-    columns
+    {columns, unbacked}
   end
 
   # -- one field -----------------------------------------------------------
@@ -73,8 +78,13 @@ defmodule HFBridge.Arrow.Decoder do
 
     dict =
       case ctx.dicts do
-        %{^id => d} -> d
-        _ -> malformed("column #{inspect(f.name)} refers to dictionary #{id}, which the stream has not sent")
+        %{^id => d} ->
+          d
+
+        _ ->
+          malformed(
+            "column #{inspect(f.name)} refers to dictionary #{id}, which the stream has not sent"
+          )
       end
 
     size = tuple_size(dict)
@@ -93,7 +103,7 @@ defmodule HFBridge.Arrow.Decoder do
 
   # -- per type ------------------------------------------------------------
 
-  defp typed(:null, _f, len, _nulls, st, _ctx), do: {List.duplicate(nil, len), st}
+  defp typed(:null, _f, len, _nulls, st, _ctx), do: filled(st, len, nil)
 
   defp typed(:bool, _f, len, nulls, st, ctx) do
     {validity, st} = buffer(st, ctx)
@@ -143,17 +153,18 @@ defmodule HFBridge.Arrow.Decoder do
     {data, st} = buffer(st, ctx)
     data = need(data, len * w, "fixed_size_binary values")
 
-    values =
+    {values, st} =
       cond do
-        w == 0 -> List.duplicate("", len)
-        ctx.copy -> for <<v::binary-size(w) <- data>>, do: :binary.copy(v)
-        true -> for <<v::binary-size(w) <- data>>, do: v
+        w == 0 -> filled(st, len, "")
+        ctx.copy -> {for(<<v::binary-size(w) <- data>>, do: :binary.copy(v)), st}
+        true -> {for(<<v::binary-size(w) <- data>>, do: v), st}
       end
 
     {validate(values, validity, len, nulls), st}
   end
 
-  defp typed(type, _f, len, nulls, st, ctx) when type in [:utf8, :binary, :large_utf8, :large_binary] do
+  defp typed(type, _f, len, nulls, st, ctx)
+       when type in [:utf8, :binary, :large_utf8, :large_binary] do
     {validity, st} = buffer(st, ctx)
     {offsets, st} = buffer(st, ctx)
     {data, st} = buffer(st, ctx)
@@ -165,7 +176,9 @@ defmodule HFBridge.Arrow.Decoder do
       else
         offsets = need(offsets, (len + 1) * div(bits, 8), "offsets")
         <<first::little-signed-size(bits), rest::binary>> = offsets
-        if first < 0 or first > byte_size(data), do: malformed("first offset #{first} outside the data buffer")
+
+        if first < 0 or first > byte_size(data),
+          do: malformed("first offset #{first} outside the data buffer")
 
         case {bits, ctx.copy} do
           {32, false} -> slices32(rest, first, data)
@@ -184,7 +197,13 @@ defmodule HFBridge.Arrow.Decoder do
     [child] = f.children
     {child_values, child_len, st} = field(child, st, ctx)
     bits = if type == :list, do: 32, else: 64
-    {validate(split_by_offsets(offsets, bits, len, child_values, child_len), validity, len, nulls), st}
+
+    {validate(
+       split_by_offsets(offsets, bits, len, child_values, child_len),
+       validity,
+       len,
+       nulls
+     ), st}
   end
 
   defp typed({:map, _}, f, len, nulls, st, ctx) do
@@ -201,11 +220,17 @@ defmodule HFBridge.Arrow.Decoder do
     {child_values, child_len, st} = field(child, st, ctx)
 
     if child_len < len * size do
-      malformed("fixed_size_list child has #{child_len} values, #{len} lists of #{size} need #{len * size}")
+      malformed(
+        "fixed_size_list child has #{child_len} values, #{len} lists of #{size} need #{len * size}"
+      )
     end
 
-    values = if size == 0, do: List.duplicate([], len), else: chunks(child_values, size, len)
-    {validate(values, validity, len, nulls), st}
+    if size == 0 do
+      {values, st} = filled(st, len, [])
+      {validate(values, validity, len, nulls), st}
+    else
+      {validate(chunks(child_values, size, len), validity, len, nulls), st}
+    end
   end
 
   defp typed(:struct, f, len, nulls, st, ctx) do
@@ -214,16 +239,23 @@ defmodule HFBridge.Arrow.Decoder do
     {columns, st} =
       Enum.map_reduce(f.children, st, fn child, st ->
         {values, n, st} = field(child, st, ctx)
-        if n < len, do: malformed("struct child #{inspect(child.name)} has #{n} values, the struct #{len}")
+
+        if n < len,
+          do: malformed("struct child #{inspect(child.name)} has #{n} values, the struct #{len}")
+
         {values, st}
       end)
 
     names = Enum.map(f.children, & &1.name)
+    st = if names == [], do: unbacked(st, len), else: st
     {validate(HFBridge.Arrow.Table.zip_rows(names, columns, len), validity, len, nulls), st}
   end
 
   defp typed({:unsupported, name}, f, _len, _nulls, _st, _ctx) do
-    throw({:arrow_unsupported, "column #{inspect(f.name)} has Arrow type #{name}, which is not supported"})
+    throw(
+      {:arrow_unsupported,
+       "column #{inspect(f.name)} has Arrow type #{name}, which is not supported"}
+    )
   end
 
   # Map entries: a struct node of {key, value} decoded to tuples.
@@ -243,27 +275,46 @@ defmodule HFBridge.Arrow.Decoder do
 
   # -- nodes and buffers ---------------------------------------------------
 
-  defp node({[{len, nulls} | nodes], buffers}, ctx) do
+  defp node({[{len, nulls} | nodes], buffers, unbacked}, ctx) do
     check_length(len, ctx)
     if nulls < 0 or nulls > len, do: malformed("null count #{nulls} outside 0..#{len}")
-    {{len, nulls}, {nodes, buffers}}
+    {{len, nulls}, {nodes, buffers, unbacked}}
   end
 
-  defp node({[], _}, _ctx), do: malformed("record batch has fewer field nodes than the schema needs")
+  defp node({[], _, _}, _ctx),
+    do: malformed("record batch has fewer field nodes than the schema needs")
 
-  defp buffer({nodes, [{offset, length} | buffers]}, ctx) do
+  defp buffer({nodes, [{offset, length} | buffers], unbacked}, ctx) do
     if offset < 0 or length < 0 or offset + length > byte_size(ctx.body) do
-      malformed("buffer at #{offset} of #{length} bytes outside a body of #{byte_size(ctx.body)} bytes")
+      malformed(
+        "buffer at #{offset} of #{length} bytes outside a body of #{byte_size(ctx.body)} bytes"
+      )
     end
 
-    {binary_part(ctx.body, offset, length), {nodes, buffers}}
+    {binary_part(ctx.body, offset, length), {nodes, buffers, unbacked}}
   end
 
-  defp buffer({_, []}, _ctx), do: malformed("record batch has fewer buffers than the schema needs")
+  defp buffer({_, [], _}, _ctx),
+    do: malformed("record batch has fewer buffers than the schema needs")
+
+  # `len` copies of `value`, charged to the budget before they are allocated.
+  defp filled(st, len, value) do
+    st = unbacked(st, len)
+    {List.duplicate(value, len), st}
+  end
+
+  # Charges `len` elements that no body bytes back against the budget.
+  defp unbacked({nodes, buffers, budget}, len) when len <= budget,
+    do: {nodes, buffers, budget - len}
+
+  defp unbacked(_st, len),
+    do: malformed("#{len} values without body data exceed the :max_unbacked_values budget")
 
   defp check_length(len, ctx) do
     if len < 0 or len > ctx.max_array_length do
-      malformed("array length #{len} outside 0..#{ctx.max_array_length} (see the :max_array_length option)")
+      malformed(
+        "array length #{len} outside 0..#{ctx.max_array_length} (see the :max_array_length option)"
+      )
     end
   end
 
@@ -293,9 +344,16 @@ defmodule HFBridge.Arrow.Decoder do
   defp storage(_), do: :int64
 
   defp ints(:int8, data, n), do: for(<<v::signed-8 <- need(data, n, "int8")>>, do: v)
-  defp ints(:int16, data, n), do: for(<<v::little-signed-16 <- need(data, n * 2, "int16")>>, do: v)
-  defp ints(:int32, data, n), do: for(<<v::little-signed-32 <- need(data, n * 4, "int32")>>, do: v)
-  defp ints(:int64, data, n), do: for(<<v::little-signed-64 <- need(data, n * 8, "int64")>>, do: v)
+
+  defp ints(:int16, data, n),
+    do: for(<<v::little-signed-16 <- need(data, n * 2, "int16")>>, do: v)
+
+  defp ints(:int32, data, n),
+    do: for(<<v::little-signed-32 <- need(data, n * 4, "int32")>>, do: v)
+
+  defp ints(:int64, data, n),
+    do: for(<<v::little-signed-64 <- need(data, n * 8, "int64")>>, do: v)
+
   defp ints(:uint8, data, n), do: for(<<v::8 <- need(data, n, "uint8")>>, do: v)
   defp ints(:uint16, data, n), do: for(<<v::little-16 <- need(data, n * 2, "uint16")>>, do: v)
   defp ints(:uint32, data, n), do: for(<<v::little-32 <- need(data, n * 4, "uint32")>>, do: v)
@@ -337,26 +395,30 @@ defmodule HFBridge.Arrow.Decoder do
 
   # -- variable width ------------------------------------------------------
 
-  defp slices32(<<o::little-signed-32, rest::binary>>, prev, data) when o >= prev and o <= byte_size(data),
-    do: [binary_part(data, prev, o - prev) | slices32(rest, o, data)]
+  defp slices32(<<o::little-signed-32, rest::binary>>, prev, data)
+       when o >= prev and o <= byte_size(data),
+       do: [binary_part(data, prev, o - prev) | slices32(rest, o, data)]
 
   defp slices32(<<>>, _, _), do: []
   defp slices32(_, _, _), do: bad_offsets()
 
-  defp copies32(<<o::little-signed-32, rest::binary>>, prev, data) when o >= prev and o <= byte_size(data),
-    do: [:binary.copy(binary_part(data, prev, o - prev)) | copies32(rest, o, data)]
+  defp copies32(<<o::little-signed-32, rest::binary>>, prev, data)
+       when o >= prev and o <= byte_size(data),
+       do: [:binary.copy(binary_part(data, prev, o - prev)) | copies32(rest, o, data)]
 
   defp copies32(<<>>, _, _), do: []
   defp copies32(_, _, _), do: bad_offsets()
 
-  defp slices64(<<o::little-signed-64, rest::binary>>, prev, data) when o >= prev and o <= byte_size(data),
-    do: [binary_part(data, prev, o - prev) | slices64(rest, o, data)]
+  defp slices64(<<o::little-signed-64, rest::binary>>, prev, data)
+       when o >= prev and o <= byte_size(data),
+       do: [binary_part(data, prev, o - prev) | slices64(rest, o, data)]
 
   defp slices64(<<>>, _, _), do: []
   defp slices64(_, _, _), do: bad_offsets()
 
-  defp copies64(<<o::little-signed-64, rest::binary>>, prev, data) when o >= prev and o <= byte_size(data),
-    do: [:binary.copy(binary_part(data, prev, o - prev)) | copies64(rest, o, data)]
+  defp copies64(<<o::little-signed-64, rest::binary>>, prev, data)
+       when o >= prev and o <= byte_size(data),
+       do: [:binary.copy(binary_part(data, prev, o - prev)) | copies64(rest, o, data)]
 
   defp copies64(<<>>, _, _), do: []
   defp copies64(_, _, _), do: bad_offsets()

@@ -58,7 +58,8 @@ defmodule HFBridge.Arrow.FlatBuffer do
   end
 
   @doc "Reads a scalar integer field (`bits` wide), or `default` when absent."
-  @spec int(table(), non_neg_integer(), 8 | 16 | 32 | 64, :signed | :unsigned, integer()) :: integer()
+  @spec int(table(), non_neg_integer(), 8 | 16 | 32 | 64, :signed | :unsigned, integer()) ::
+          integer()
   def int({buf, _, _, _} = t, idx, bits, sign, default) do
     case field_pos(t, idx) do
       nil -> default
@@ -98,12 +99,18 @@ defmodule HFBridge.Arrow.FlatBuffer do
     end
   end
 
-  @doc "Reads a vector of tables (empty list when absent)."
-  @spec tables(table(), non_neg_integer()) :: [table()]
-  def tables({buf, _, _, _} = t, idx) do
+  @doc """
+  Reads a vector of tables (empty list when absent). A vector of more than
+  `max` elements throws before any element is read.
+  """
+  @spec tables(table(), non_neg_integer(), non_neg_integer() | :infinity) :: [table()]
+  def tables({buf, _, _, _} = t, idx, max \\ :infinity) do
     case vector(t, idx, 4) do
       nil ->
         []
+
+      {_start, count} when max != :infinity and count > max ->
+        malformed("vector of #{count} tables where at most #{max} fit")
 
       {start, count} ->
         for i <- 0..(count - 1)//1 do

@@ -50,9 +50,17 @@ defmodule HFBridge.Arrow.Message do
 
   defp framed(len, rest) do
     cond do
-      len < 0 -> throw({:arrow_malformed, "negative metadata length #{len}"})
-      len > byte_size(rest) -> throw({:arrow_malformed, "metadata length #{len} exceeds the remaining #{byte_size(rest)} bytes"})
-      true -> :ok
+      len < 0 ->
+        throw({:arrow_malformed, "negative metadata length #{len}"})
+
+      len > byte_size(rest) ->
+        throw(
+          {:arrow_malformed,
+           "metadata length #{len} exceeds the remaining #{byte_size(rest)} bytes"}
+        )
+
+      true ->
+        :ok
     end
 
     <<meta::binary-size(len), after_meta::binary>> = rest
@@ -60,9 +68,17 @@ defmodule HFBridge.Arrow.Message do
     body_len = FlatBuffer.int(msg, 3, 64, :signed, 0)
 
     cond do
-      body_len < 0 -> throw({:arrow_malformed, "negative body length"})
-      body_len > byte_size(after_meta) -> throw({:arrow_malformed, "body length #{body_len} exceeds the remaining #{byte_size(after_meta)} bytes"})
-      true -> :ok
+      body_len < 0 ->
+        throw({:arrow_malformed, "negative body length"})
+
+      body_len > byte_size(after_meta) ->
+        throw(
+          {:arrow_malformed,
+           "body length #{body_len} exceeds the remaining #{byte_size(after_meta)} bytes"}
+        )
+
+      true ->
+        :ok
     end
 
     <<body::binary-size(body_len), rest2::binary>> = after_meta
@@ -81,8 +97,11 @@ defmodule HFBridge.Arrow.Message do
         {:schema, Schema.from_flatbuffer(h)}
 
       {2, h} ->
-        data = FlatBuffer.table(h, 1) || throw({:arrow_malformed, "dictionary batch without data"})
-        {:dictionary_batch, FlatBuffer.int(h, 0, 64, :signed, 0), FlatBuffer.bool(h, 2, false), batch(data), body}
+        data =
+          FlatBuffer.table(h, 1) || throw({:arrow_malformed, "dictionary batch without data"})
+
+        {:dictionary_batch, FlatBuffer.int(h, 0, 64, :signed, 0), FlatBuffer.bool(h, 2, false),
+         batch(data), body}
 
       {3, h} ->
         {:record_batch, batch(h), body}
@@ -101,11 +120,20 @@ defmodule HFBridge.Arrow.Message do
           n -> "codec #{n}"
         end
 
-      throw({:arrow_unsupported, "compressed record batch bodies (#{codec}) are not supported; write the stream without IPC compression"})
+      throw(
+        {:arrow_unsupported,
+         "compressed record batch bodies (#{codec}) are not supported; write the stream without IPC compression"}
+      )
     end
 
-    nodes = for <<l::little-signed-64, n::little-signed-64 <- FlatBuffer.structs(rb, 1, 16)>>, do: {l, n}
-    buffers = for <<o::little-signed-64, l::little-signed-64 <- FlatBuffer.structs(rb, 2, 16)>>, do: {o, l}
+    nodes =
+      for <<l::little-signed-64, n::little-signed-64 <- FlatBuffer.structs(rb, 1, 16)>>,
+        do: {l, n}
+
+    buffers =
+      for <<o::little-signed-64, l::little-signed-64 <- FlatBuffer.structs(rb, 2, 16)>>,
+        do: {o, l}
+
     %{length: FlatBuffer.int(rb, 0, 64, :signed, 0), nodes: nodes, buffers: buffers}
   end
 end

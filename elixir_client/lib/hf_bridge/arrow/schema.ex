@@ -70,6 +70,11 @@ defmodule HFBridge.Arrow.Schema do
   Builds a schema from a `Schema` flatbuffer table (Schema.fbs: `endianness`
   = field 0, `fields` = 1, `custom_metadata` = 2). Throws
   `{:arrow_malformed, msg}` / `{:arrow_unsupported, msg}` on bad input.
+
+  Nesting is capped at #{@max_depth} levels, and the number of fields and
+  metadata entries at one per 8 bytes of flatbuffer (a real schema needs
+  more than that per entry), so tables shared or looped by a hostile
+  flatbuffer cannot blow up into an exponential tree.
   """
   @spec from_flatbuffer(FlatBuffer.table()) :: t()
   def from_flatbuffer(table) do
@@ -77,8 +82,13 @@ defmodule HFBridge.Arrow.Schema do
       throw({:arrow_unsupported, "big-endian Arrow data is not supported"})
     end
 
-    fields = for f <- FlatBuffer.tables(table, 1), do: parse_field(f, 0)
-    %__MODULE__{fields: fields, metadata: metadata(table, 2)}
+    budget = div(byte_size(elem(table, 0)), 8)
+
+    {fields, budget} =
+      Enum.map_reduce(FlatBuffer.tables(table, 1, budget), budget, &parse_field(&1, 0, &2))
+
+    {metadata, _} = metadata(table, 2, budget)
+    %__MODULE__{fields: fields, metadata: metadata}
   end
 
   @doc "Finds a top-level field by name."
@@ -87,24 +97,37 @@ defmodule HFBridge.Arrow.Schema do
 
   # Field (Schema.fbs): name 0, nullable 1, type_type 2, type 3, dictionary 4,
   # children 5, custom_metadata 6.
-  defp parse_field(_t, depth) when depth > @max_depth,
+  defp parse_field(_t, depth, _budget) when depth > @max_depth,
     do: throw({:arrow_malformed, "schema nesting deeper than #{@max_depth} levels"})
 
-  defp parse_field(t, depth) do
+  defp parse_field(_t, _depth, budget) when budget <= 0,
+    do: throw({:arrow_malformed, "schema has more fields than its flatbuffer can hold"})
+
+  defp parse_field(t, depth, budget) do
     type_tag = FlatBuffer.int(t, 2, 8, :unsigned, 0)
     type_table = FlatBuffer.table(t, 3)
-    children = for c <- FlatBuffer.tables(t, 5), do: parse_field(c, depth + 1)
+
+    {children, budget} =
+      Enum.map_reduce(
+        FlatBuffer.tables(t, 5, budget - 1),
+        budget - 1,
+        &parse_field(&1, depth + 1, &2)
+      )
+
     type = type(type_tag, type_table)
     check_children(type, length(children))
+    {metadata, budget} = metadata(t, 6, budget)
 
-    %Field{
+    field = %Field{
       name: FlatBuffer.string(t, 0) || "",
       nullable: FlatBuffer.bool(t, 1, false),
       type: type,
       children: children,
-      metadata: metadata(t, 6),
+      metadata: metadata,
       dictionary: dictionary(FlatBuffer.table(t, 4))
     }
+
+    {field, budget}
   end
 
   defp check_children(type, n) do
@@ -134,13 +157,26 @@ defmodule HFBridge.Arrow.Schema do
         int -> int_type(int)
       end
 
-    %{id: FlatBuffer.int(d, 0, 64, :signed, 0), index_type: index_type, ordered: FlatBuffer.bool(d, 2, false)}
+    %{
+      id: FlatBuffer.int(d, 0, 64, :signed, 0),
+      index_type: index_type,
+      ordered: FlatBuffer.bool(d, 2, false)
+    }
   end
 
-  defp metadata(t, idx) do
-    for kv <- FlatBuffer.tables(t, idx), into: %{} do
-      {FlatBuffer.string(kv, 0) || "", FlatBuffer.string(kv, 1) || ""}
-    end
+  defp metadata(t, idx, budget) do
+    entries = FlatBuffer.tables(t, idx, budget)
+    budget = budget - length(entries)
+
+    if budget < 0,
+      do: throw({:arrow_malformed, "more metadata entries than the flatbuffer can hold"})
+
+    map =
+      for kv <- entries,
+          into: %{},
+          do: {FlatBuffer.string(kv, 0) || "", FlatBuffer.string(kv, 1) || ""}
+
+    {map, budget}
   end
 
   # Type union tags (Schema.fbs `union Type`).
@@ -154,7 +190,10 @@ defmodule HFBridge.Arrow.Schema do
   defp type(7, t) do
     t = need(t)
     bits = FlatBuffer.int(t, 2, 32, :signed, 128)
-    if bits not in [32, 64, 128, 256], do: throw({:arrow_unsupported, "decimal bit width #{bits}"})
+
+    if bits not in [32, 64, 128, 256],
+      do: throw({:arrow_unsupported, "decimal bit width #{bits}"})
+
     {:decimal, FlatBuffer.int(t, 0, 32, :signed, 0), FlatBuffer.int(t, 1, 32, :signed, 0), bits}
   end
 

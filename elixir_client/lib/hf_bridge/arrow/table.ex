@@ -30,9 +30,16 @@ defmodule HFBridge.Arrow.Table do
   def concat(%Schema{fields: fields} = schema, tables) do
     per_column =
       case tables do
-        [] -> Enum.map(fields, fn _ -> [] end)
-        [one] -> Enum.map(one.columns, &elem(&1, 1))
-        _ -> tables |> Enum.map(fn t -> Enum.map(t.columns, &elem(&1, 1)) end) |> Enum.zip_with(&:lists.append/1)
+        [] ->
+          Enum.map(fields, fn _ -> [] end)
+
+        [one] ->
+          Enum.map(one.columns, &elem(&1, 1))
+
+        _ ->
+          tables
+          |> Enum.map(fn t -> Enum.map(t.columns, &elem(&1, 1)) end)
+          |> Enum.zip_with(&:lists.append/1)
       end
 
     new(schema, Enum.reduce(tables, 0, &(&1.num_rows + &2)), per_column)

@@ -42,7 +42,9 @@ defmodule HFBridge.Arrow.Temporal do
   def convert(values, {:timestamp, unit, _tz}), do: for(v <- values, do: v && datetime(v, unit))
 
   defp date(days) when days >= @min_days and days <= @max_days, do: Date.from_gregorian_days(days)
-  defp date(_), do: throw({:arrow_malformed, "date outside the years -9999..9999; read with temporal: :raw"})
+
+  defp date(_),
+    do: throw({:arrow_malformed, "date outside the years -9999..9999; read with temporal: :raw"})
 
   defp datetime(v, unit) do
     case DateTime.from_unix(v, unit) do
@@ -50,7 +52,10 @@ defmodule HFBridge.Arrow.Temporal do
         %{dt | microsecond: {elem(dt.microsecond, 0), precision(unit)}}
 
       {:error, _} ->
-        throw({:arrow_malformed, "timestamp #{v} #{unit} outside the years -9999..9999; read with temporal: :raw"})
+        throw(
+          {:arrow_malformed,
+           "timestamp #{v} #{unit} outside the years -9999..9999; read with temporal: :raw"}
+        )
     end
   end
 
@@ -58,7 +63,10 @@ defmodule HFBridge.Arrow.Temporal do
     us = to_microseconds(v, unit)
 
     if us < 0 or us >= 86_400_000_000 do
-      throw({:arrow_malformed, "time of day #{v} #{unit} outside 00:00..24:00; read with temporal: :raw"})
+      throw(
+        {:arrow_malformed,
+         "time of day #{v} #{unit} outside 00:00..24:00; read with temporal: :raw"}
+      )
     end
 
     secs = div(us, 1_000_000)

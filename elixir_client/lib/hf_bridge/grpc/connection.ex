@@ -66,7 +66,8 @@ defmodule HFBridge.GRPC.Connection do
   Hands the socket over and performs the HTTP/2 handshake: returns `:ok`
   once the server's SETTINGS arrived.
   """
-  @spec activate(pid(), Transport.kind(), Transport.socket(), timeout()) :: :ok | {:error, Error.t()}
+  @spec activate(pid(), Transport.kind(), Transport.socket(), timeout()) ::
+          :ok | {:error, Error.t()}
   def activate(pid, transport, socket, timeout) do
     GenServer.call(pid, {:activate, transport, socket}, timeout)
   end
@@ -110,7 +111,8 @@ defmodule HFBridge.GRPC.Connection do
          :ok <- Transport.activate(transport, socket) do
       {:noreply, state}
     else
-      {:error, reason} -> closed(state, "connection failed during the HTTP/2 handshake: #{inspect(reason)}")
+      {:error, reason} ->
+        closed(state, "connection failed during the HTTP/2 handshake: #{inspect(reason)}")
     end
   end
 
@@ -129,8 +131,11 @@ defmodule HFBridge.GRPC.Connection do
 
   def handle_call({:cancel, ref}, _from, state) do
     case Map.fetch(state.calls, ref) do
-      {:ok, call} -> {:reply, :ok, state |> reset(call, :cancel) |> forget(call) |> after_events()}
-      :error -> {:reply, :ok, state}
+      {:ok, call} ->
+        {:reply, :ok, state |> reset(call, :cancel) |> forget(call) |> after_events()}
+
+      :error ->
+        {:reply, :ok, state}
     end
   end
 
@@ -147,7 +152,7 @@ defmodule HFBridge.GRPC.Connection do
     stats = %{
       open_streams: Conn.open_streams(state.h2),
       calls: map_size(state.calls),
-      queued: :queue.len(state.queue),
+      queued: Enum.count(state.calls, fn {_, c} -> c.sid == nil end),
       buffered_bytes: Enum.sum(sizes),
       max_buffered_bytes: Enum.max(sizes, fn -> 0 end),
       stream_window: state.h2.stream_window,
@@ -191,11 +196,13 @@ defmodule HFBridge.GRPC.Connection do
     end
   end
 
-  def handle_info({tag, socket}, %{socket: socket} = state) when tag in [:tcp_closed, :ssl_closed],
-    do: closed(%{state | socket: nil}, "the connection was closed by the server")
+  def handle_info({tag, socket}, %{socket: socket} = state)
+      when tag in [:tcp_closed, :ssl_closed],
+      do: closed(%{state | socket: nil}, "the connection was closed by the server")
 
-  def handle_info({tag, socket, reason}, %{socket: socket} = state) when tag in [:tcp_error, :ssl_error],
-    do: closed(state, "connection error: #{inspect(reason)}")
+  def handle_info({tag, socket, reason}, %{socket: socket} = state)
+      when tag in [:tcp_error, :ssl_error],
+      do: closed(state, "connection error: #{inspect(reason)}")
 
   def handle_info({:demand, ref, from}, state) do
     case Map.fetch(state.calls, ref) do
@@ -203,7 +210,13 @@ defmodule HFBridge.GRPC.Connection do
         {:noreply, state |> deliver(%{call | demand: true}) |> after_events()}
 
       :error ->
-        error = Error.new(:grpc, :cancelled, "the stream was cancelled or is unknown to this connection")
+        error =
+          Error.new(
+            :grpc,
+            :cancelled,
+            "the stream was cancelled or is unknown to this connection"
+          )
+
         send(from, {:hf_bridge_grpc, ref, {:error, error, %{headers: [], trailers: []}}})
         {:noreply, state}
     end
@@ -212,7 +225,11 @@ defmodule HFBridge.GRPC.Connection do
   def handle_info({:deadline, ref}, state) do
     case Map.fetch(state.calls, ref) do
       {:ok, call} ->
-        error = Error.from_grpc_status(4, "deadline of #{call.timeout} ms exceeded", %{timeout: call.timeout})
+        error =
+          Error.from_grpc_status(4, "deadline of #{call.timeout} ms exceeded", %{
+            timeout: call.timeout
+          })
+
         stop_if_done(state |> fail(%{call | timer: nil}, error, :cancel) |> after_events())
 
       :error ->
@@ -222,8 +239,11 @@ defmodule HFBridge.GRPC.Connection do
 
   def handle_info({:DOWN, mon, :process, _pid, _reason}, state) do
     case Enum.find(state.calls, fn {_, c} -> c.owner_mon == mon end) do
-      {_ref, call} -> stop_if_done(state |> reset(call, :cancel) |> forget(call) |> after_events())
-      nil -> {:noreply, state}
+      {_ref, call} ->
+        stop_if_done(state |> reset(call, :cancel) |> forget(call) |> after_events())
+
+      nil ->
+        {:noreply, state}
     end
   end
 
@@ -267,6 +287,8 @@ defmodule HFBridge.GRPC.Connection do
         mode: Keyword.get(opts, :mode, :pull),
         demand: false,
         buffer: MessageBuffer.new(),
+        consumed: 0,
+        delivered: 0,
         headers: nil,
         trailers: [],
         encoding: nil,
@@ -276,7 +298,12 @@ defmodule HFBridge.GRPC.Connection do
         request: {headers, IO.iodata_to_binary(MessageBuffer.encode(body))}
       }
 
-      state = %{state | calls: Map.put(state.calls, ref, call), queue: :queue.in(ref, state.queue)}
+      state = %{
+        state
+        | calls: Map.put(state.calls, ref, call),
+          queue: :queue.in(ref, state.queue)
+      }
+
       {:reply, {:ok, ref}, after_events(state)}
     else
       {:error, error} -> {:reply, {:error, error}, state}
@@ -356,7 +383,12 @@ defmodule HFBridge.GRPC.Connection do
           finish(state, call, headers)
 
         true ->
-          fail(state, call, internal("the server sent a second header block without ending the stream"), :cancel)
+          fail(
+            state,
+            call,
+            internal("the server sent a second header block without ending the stream"),
+            :cancel
+          )
       end
     end)
   end
@@ -380,7 +412,12 @@ defmodule HFBridge.GRPC.Connection do
   defp handle_event({:reset, sid, code}, state) do
     with_call(state, sid, fn call ->
       status = Metadata.rst_to_grpc(code)
-      error = Error.from_grpc_status(status, "the server reset the stream (HTTP/2 #{code})", %{http2_error: code})
+
+      error =
+        Error.from_grpc_status(status, "the server reset the stream (HTTP/2 #{code})", %{
+          http2_error: code
+        })
+
       fail(%{state | by_sid: Map.delete(state.by_sid, sid)}, %{call | sid: nil}, error, nil)
     end)
   end
@@ -418,7 +455,11 @@ defmodule HFBridge.GRPC.Connection do
     cond do
       status != "200" ->
         code = Metadata.http_status_to_grpc(parse_int(status))
-        {:error, Error.from_grpc_status(code, "the server answered HTTP status #{status}", %{http_status: status})}
+
+        {:error,
+         Error.from_grpc_status(code, "the server answered HTTP status #{status}", %{
+           http_status: status
+         })}
 
       not String.starts_with?(content_type, "application/grpc") ->
         {:error, Error.from_grpc_status(2, "unexpected content-type #{inspect(content_type)}")}
@@ -438,7 +479,11 @@ defmodule HFBridge.GRPC.Connection do
 
           if http != "200" do
             code = Metadata.http_status_to_grpc(parse_int(http))
-            {:error, Error.from_grpc_status(code, "the server answered HTTP status #{http}", %{http_status: http})}
+
+            {:error,
+             Error.from_grpc_status(code, "the server answered HTTP status #{http}", %{
+               http_status: http
+             })}
           else
             {:error, internal("the server sent no grpc-status")}
           end
@@ -471,11 +516,21 @@ defmodule HFBridge.GRPC.Connection do
     end
   end
 
+  # Push mode serves unary calls: a second response message is a protocol
+  # violation and must not pile up in the caller's mailbox.
   defp deliver_all(state, call) do
     case next_message(call) do
+      {:ok, _message, %{delivered: 1} = call} ->
+        fail(
+          state,
+          call,
+          Error.from_grpc_status(13, "the server sent more than one message to a unary call"),
+          :cancel
+        )
+
       {:ok, message, call} ->
         send(call.owner, {:hf_bridge_grpc, call.ref, {:message, message}})
-        deliver_all(state, call)
+        deliver_all(state, %{call | delivered: 1})
 
       :more ->
         state |> put_call(call) |> after_take(call)
@@ -503,7 +558,7 @@ defmodule HFBridge.GRPC.Connection do
   defp next_message(call) do
     case MessageBuffer.take(call.buffer) do
       {:ok, compressed?, message, buffer} ->
-        call = %{call | buffer: buffer}
+        call = %{call | buffer: buffer, consumed: call.consumed + 5 + byte_size(message)}
 
         case decompress(compressed?, call.encoding, message) do
           {:ok, message} -> {:ok, message, call}
@@ -531,18 +586,23 @@ defmodule HFBridge.GRPC.Connection do
         state
 
       MessageBuffer.needed(call.buffer) - 5 > state.max_message_size ->
-        fail(state, call, resource_exhausted(MessageBuffer.needed(call.buffer) - 5, state.max_message_size), :cancel)
+        fail(
+          state,
+          call,
+          resource_exhausted(MessageBuffer.needed(call.buffer) - 5, state.max_message_size),
+          :cancel
+        )
 
       true ->
         {h2, out} =
           Conn.update_stream_credit(
             state.h2,
             call.sid,
-            MessageBuffer.size(call.buffer),
+            call.consumed,
             MessageBuffer.needed(call.buffer)
           )
 
-        state = %{state | h2: h2}
+        state = %{state | h2: h2} |> put_call(%{call | consumed: 0})
         _ = send_bytes(state, out)
         state
     end
@@ -587,7 +647,10 @@ defmodule HFBridge.GRPC.Connection do
   defp put_call(state, call), do: %{state | calls: Map.put(state.calls, call.ref, call)}
 
   defp metadata(call) do
-    %{headers: Metadata.decode(call.headers || []), trailers: Metadata.decode(call.trailers || [])}
+    %{
+      headers: Metadata.decode(call.headers || []),
+      trailers: Metadata.decode(call.trailers || [])
+    }
   end
 
   defp decompress(false, _encoding, message), do: {:ok, message}
@@ -599,7 +662,8 @@ defmodule HFBridge.GRPC.Connection do
   end
 
   defp decompress(true, encoding, _message),
-    do: {:error, internal("compressed message with unsupported grpc-encoding #{inspect(encoding)}")}
+    do:
+      {:error, internal("compressed message with unsupported grpc-encoding #{inspect(encoding)}")}
 
   ## -------------------------------------------------------------- helpers
 
@@ -629,7 +693,9 @@ defmodule HFBridge.GRPC.Connection do
   end
 
   defp fail_all(state, error) do
-    Enum.reduce(state.calls, state, fn {_ref, call}, state -> fail(state, %{call | sid: nil}, error, nil) end)
+    Enum.reduce(state.calls, state, fn {_ref, call}, state ->
+      fail(state, %{call | sid: nil}, error, nil)
+    end)
   end
 
   defp reply_waiters(state, reply) do
@@ -657,5 +723,9 @@ defmodule HFBridge.GRPC.Connection do
   defp internal(message), do: Error.from_grpc_status(13, message)
 
   defp resource_exhausted(size, limit),
-    do: Error.from_grpc_status(8, "received message of #{size} bytes exceeds the limit of #{limit} bytes")
+    do:
+      Error.from_grpc_status(
+        8,
+        "received message of #{size} bytes exceeds the limit of #{limit} bytes"
+      )
 end

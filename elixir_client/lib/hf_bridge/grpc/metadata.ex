@@ -31,7 +31,9 @@ defmodule HFBridge.GRPC.Metadata do
         end
 
       other, _ ->
-        {:halt, {:error, invalid("metadata entries must be {name, binary value}, got: #{inspect(other)}")}}
+        {:halt,
+         {:error,
+          invalid("metadata entries must be {name, binary value}, got: #{inspect(other)}")}}
     end)
     |> case do
       {:ok, fields} -> {:ok, Enum.reverse(fields)}
@@ -53,7 +55,8 @@ defmodule HFBridge.GRPC.Metadata do
         {:ok, {name, Base.encode64(value, padding: false)}}
 
       not Regex.match?(~r/^[\x20-\x7E]*$/, value) ->
-        {:error, invalid("metadata #{inspect(name)} must be printable ASCII; use a -bin name for bytes")}
+        {:error,
+         invalid("metadata #{inspect(name)} must be printable ASCII; use a -bin name for bytes")}
 
       true ->
         {:ok, {name, value}}

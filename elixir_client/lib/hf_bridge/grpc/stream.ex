@@ -5,8 +5,8 @@ defmodule HFBridge.GRPC.Stream do
   `HFBridge.GRPC.stream_metadata/1` with it.
   """
 
-  @enforce_keys [:conn, :ref, :monitor, :owner]
-  defstruct [:conn, :ref, :monitor, :owner]
+  @enforce_keys [:conn, :ref, :owner]
+  defstruct [:conn, :ref, :owner]
 
-  @type t :: %__MODULE__{conn: pid(), ref: reference(), monitor: reference(), owner: pid()}
+  @type t :: %__MODULE__{conn: pid(), ref: reference(), owner: pid()}
 end

@@ -43,7 +43,13 @@ defmodule HFBridge.GRPC.Transport do
 
           _ ->
             :ssl.close(socket)
-            {:error, Error.new(:http2, :protocol_error, "TLS server at #{host}:#{port} did not negotiate ALPN h2")}
+
+            {:error,
+             Error.new(
+               :http2,
+               :protocol_error,
+               "TLS server at #{host}:#{port} did not negotiate ALPN h2"
+             )}
         end
 
       {:error, reason} ->
@@ -73,7 +79,9 @@ defmodule HFBridge.GRPC.Transport do
         true -> [cacerts: os_cacerts()]
       end
 
-    hostname_check = [customize_hostname_check: [match_fun: :public_key.pkix_verify_hostname_match_fun(:https)]]
+    hostname_check = [
+      customize_hostname_check: [match_fun: :public_key.pkix_verify_hostname_match_fun(:https)]
+    ]
 
     base
     |> Keyword.merge(sni ++ cacerts ++ hostname_check)

@@ -138,7 +138,8 @@ defmodule HFBridge.HPACK.Table do
   defp find_dynamic([{name, _} | rest], name, value, i, nil),
     do: find_dynamic(rest, name, value, i + 1, i)
 
-  defp find_dynamic([_ | rest], name, value, i, hit), do: find_dynamic(rest, name, value, i + 1, hit)
+  defp find_dynamic([_ | rest], name, value, i, hit),
+    do: find_dynamic(rest, name, value, i + 1, hit)
 
   @doc "Size of one entry (RFC 7541, Section 4.1)."
   @spec entry_size(binary(), binary()) :: pos_integer()
@@ -156,7 +157,13 @@ defmodule HFBridge.HPACK.Table do
       %{table | entries: [], count: 0, size: 0}
     else
       table = evict(table, table.max_size - size)
-      %{table | entries: [{name, value} | table.entries], count: table.count + 1, size: table.size + size}
+
+      %{
+        table
+        | entries: [{name, value} | table.entries],
+          count: table.count + 1,
+          size: table.size + size
+      }
     end
   end
 

@@ -10,10 +10,11 @@ defmodule HFBridge.HTTP2.Conn do
   (WINDOW_UPDATE right after the preface) and `:stream_window` octets per
   stream (SETTINGS_INITIAL_WINDOW_SIZE). Stream credit is returned only
   through `update_stream_credit/4`, which the owner calls when the consumer
-  takes data: the credit re-grants the stream up to
-  `max(stream_window, needed) - buffered` octets, in batches of at least a
-  quarter window. So the octets the owner holds for one stream never exceed
-  `max(stream_window, bytes needed to complete the message in progress)`.
+  takes data: it re-grants the stream up to
+  `max(stream_window, needed) - unconsumed` octets, in batches of at least a
+  quarter window. So the octets received but not consumed on one stream
+  never exceed `max(stream_window, bytes needed to complete the message in
+  progress)`.
   Connection credit is returned as DATA arrives (batched, a quarter of the
   window at a time): the stream windows already bound memory, and a slow
   stream must not starve the others.
@@ -81,7 +82,8 @@ defmodule HFBridge.HTTP2.Conn do
       encoder: HPACK.new(),
       decoder: HPACK.new(),
       stream_window: min(Keyword.get(opts, :stream_window, 4 * 1024 * 1024), @max_window),
-      connection_window: min(Keyword.get(opts, :connection_window, 32 * 1024 * 1024), @max_window),
+      connection_window:
+        min(Keyword.get(opts, :connection_window, 32 * 1024 * 1024), @max_window),
       max_header_list_size: Keyword.get(opts, :max_header_list_size, 256 * 1024)
     }
   end
@@ -101,7 +103,9 @@ defmodule HFBridge.HTTP2.Conn do
 
     increment = conn.connection_window - @default_window
     update = if increment > 0, do: Frame.window_update(0, increment), else: []
-    {%{conn | recv_window: max(conn.connection_window, @default_window)}, [Frame.preface(), settings, update]}
+
+    {%{conn | recv_window: max(conn.connection_window, @default_window)},
+     [Frame.preface(), settings, update]}
   end
 
   @doc "Number of open streams."
@@ -137,7 +141,12 @@ defmodule HFBridge.HTTP2.Conn do
         {:error, Error.new(:http2, :unavailable, "stream identifiers exhausted", retryable: true)}
 
       conn.peer.max_header_list_size != :infinity and size > conn.peer.max_header_list_size ->
-        {:error, Error.new(:http2, :invalid_argument, "request headers exceed the server's header list limit")}
+        {:error,
+         Error.new(
+           :http2,
+           :invalid_argument,
+           "request headers exceed the server's header list limit"
+         )}
 
       true ->
         sid = conn.next_stream_id
@@ -148,6 +157,7 @@ defmodule HFBridge.HTTP2.Conn do
           id: sid,
           send_window: conn.peer.initial_window_size,
           recv_window: conn.stream_window,
+          unconsumed: 0,
           pending: [],
           pending_size: 0,
           fin: end_stream?,
@@ -155,7 +165,13 @@ defmodule HFBridge.HTTP2.Conn do
           remote_closed?: false
         }
 
-        conn = %{conn | encoder: encoder, next_stream_id: sid + 2, streams: Map.put(conn.streams, sid, stream)}
+        conn = %{
+          conn
+          | encoder: encoder,
+            next_stream_id: sid + 2,
+            streams: Map.put(conn.streams, sid, stream)
+        }
+
         {:ok, conn, sid, frames}
     end
   end
@@ -180,23 +196,31 @@ defmodule HFBridge.HTTP2.Conn do
   end
 
   @doc """
-  Re-grants receive credit on a stream after its consumer took data.
-  `buffered` is what the owner still holds for the stream, `needed` the
-  number of octets (from the start of that buffer) required to complete the
-  message in progress.
+  Reports that the consumer took `consumed` octets of a stream's DATA and
+  re-grants credit. `needed` is the number of octets, counted from the first
+  octet not yet consumed, required to complete the message in progress.
+
+  The stream is granted up to `max(stream_window, needed) - unconsumed`
+  octets, where `unconsumed` is what was received and not yet consumed; a
+  WINDOW_UPDATE goes out once the gap reaches a quarter window, or at once
+  when the message in progress could not otherwise complete.
   """
-  @spec update_stream_credit(t(), stream_id(), non_neg_integer(), non_neg_integer()) :: {t(), iodata()}
-  def update_stream_credit(%__MODULE__{} = conn, sid, buffered, needed) do
+  @spec update_stream_credit(t(), stream_id(), non_neg_integer(), non_neg_integer()) ::
+          {t(), iodata()}
+  def update_stream_credit(%__MODULE__{} = conn, sid, consumed, needed) do
     case Map.fetch(conn.streams, sid) do
       {:ok, %{remote_closed?: false} = stream} ->
-        target = min(max(conn.stream_window, needed) - buffered, @max_window)
+        unconsumed = max(stream.unconsumed - consumed, 0)
+        stream = %{stream | unconsumed: unconsumed}
+        target = min(max(conn.stream_window, needed) - unconsumed, @max_window)
         gap = target - stream.recv_window
 
-        if gap > 0 and (gap >= div(conn.stream_window, 4) or needed > buffered + stream.recv_window) do
+        if gap > 0 and
+             (gap >= div(conn.stream_window, 4) or needed > unconsumed + stream.recv_window) do
           stream = %{stream | recv_window: target}
           {%{conn | streams: Map.put(conn.streams, sid, stream)}, Frame.window_update(sid, gap)}
         else
-          {conn, []}
+          {%{conn | streams: Map.put(conn.streams, sid, stream)}, []}
         end
 
       _ ->
@@ -271,7 +295,10 @@ defmodule HFBridge.HTTP2.Conn do
     do: {:error, :protocol_error, "the server preface must start with SETTINGS"}
 
   # While a header block is open only its CONTINUATION frames may arrive.
-  defp handle_frame({:continuation, sid, fragment, end_headers?}, %{partial_headers: {sid, es, acc, size}} = conn) do
+  defp handle_frame(
+         {:continuation, sid, fragment, end_headers?},
+         %{partial_headers: {sid, es, acc, size}} = conn
+       ) do
     size = size + byte_size(fragment)
 
     cond do
@@ -279,7 +306,12 @@ defmodule HFBridge.HTTP2.Conn do
         {:error, :enhance_your_calm, "header block too large"}
 
       end_headers? ->
-        header_block(%{conn | partial_headers: nil}, sid, IO.iodata_to_binary([acc | fragment]), es)
+        header_block(
+          %{conn | partial_headers: nil},
+          sid,
+          IO.iodata_to_binary([acc | fragment]),
+          es
+        )
 
       true ->
         {:ok, %{conn | partial_headers: {sid, es, [acc | fragment], size}}, [], []}
@@ -292,7 +324,8 @@ defmodule HFBridge.HTTP2.Conn do
   defp handle_frame({:continuation, _, _, _}, _conn),
     do: {:error, :protocol_error, "unexpected CONTINUATION"}
 
-  defp handle_frame({:headers, sid, fragment, es, true}, conn), do: header_block(conn, sid, fragment, es)
+  defp handle_frame({:headers, sid, fragment, es, true}, conn),
+    do: header_block(conn, sid, fragment, es)
 
   defp handle_frame({:headers, sid, fragment, es, false}, conn),
     do: {:ok, %{conn | partial_headers: {sid, es, fragment, byte_size(fragment)}}, [], []}
@@ -312,7 +345,12 @@ defmodule HFBridge.HTTP2.Conn do
           if stream_window < 0 do
             {:error, :flow_control_error, "stream #{sid} receive window exceeded"}
           else
-            stream = %{stream | recv_window: stream_window}
+            stream = %{
+              stream
+              | recv_window: stream_window,
+                unconsumed: stream.unconsumed + byte_size(data)
+            }
+
             {conn, close_out} = put_stream(conn, stream, es)
             {:ok, conn, [{:data, sid, data, es}], [out | close_out]}
           end
@@ -383,7 +421,9 @@ defmodule HFBridge.HTTP2.Conn do
   defp handle_frame({:window_update, sid, inc}, conn) do
     case Map.fetch(conn.streams, sid) do
       {:ok, stream} when inc == 0 or stream.send_window + inc > @max_window ->
-        {conn, rst} = reset_stream(conn, sid, if(inc == 0, do: :protocol_error, else: :flow_control_error))
+        {conn, rst} =
+          reset_stream(conn, sid, if(inc == 0, do: :protocol_error, else: :flow_control_error))
+
         error = Error.new(:http2, :protocol_error, "invalid WINDOW_UPDATE on stream #{sid}")
         {:ok, conn, [{:stream_error, sid, error}], rst}
 
@@ -411,7 +451,11 @@ defmodule HFBridge.HTTP2.Conn do
           {conn, rst} = reset_stream(conn, sid, :protocol_error)
 
           error =
-            Error.new(:http2, :resource_exhausted, "response headers exceed #{conn.max_header_list_size} bytes")
+            Error.new(
+              :http2,
+              :resource_exhausted,
+              "response headers exceed #{conn.max_header_list_size} bytes"
+            )
 
           {:ok, conn, [{:stream_error, sid, error}], rst}
         else
@@ -442,20 +486,24 @@ defmodule HFBridge.HTTP2.Conn do
       else: {:error, :protocol_error, "HEADERS on idle or server-initiated stream #{sid}"}
   end
 
-  defp closed_error(sid), do: Error.new(:http2, :stream_closed, "frame on half-closed stream #{sid}")
+  defp closed_error(sid),
+    do: Error.new(:http2, :stream_closed, "frame on half-closed stream #{sid}")
 
   # A stream we opened and already forgot (finished or reset).
   defp known_stream?(conn, sid), do: rem(sid, 2) == 1 and sid < conn.next_stream_id
 
   # Stores a stream; when the peer ended it, close it fully. If we had not
   # finished sending, the response makes the rest moot: RST_STREAM NO_ERROR.
-  defp put_stream(conn, stream, false), do: {%{conn | streams: Map.put(conn.streams, stream.id, stream)}, []}
+  defp put_stream(conn, stream, false),
+    do: {%{conn | streams: Map.put(conn.streams, stream.id, stream)}, []}
 
   defp put_stream(conn, %{local_closed?: true} = stream, true),
     do: {%{conn | streams: Map.delete(conn.streams, stream.id)}, []}
 
   defp put_stream(conn, stream, true),
-    do: {%{conn | streams: Map.delete(conn.streams, stream.id)}, Frame.rst_stream(stream.id, :no_error)}
+    do:
+      {%{conn | streams: Map.delete(conn.streams, stream.id)},
+       Frame.rst_stream(stream.id, :no_error)}
 
   defp connection_credit(conn) do
     gap = conn.connection_window - conn.recv_window
@@ -518,13 +566,21 @@ defmodule HFBridge.HTTP2.Conn do
 
   defp flush_stream(conn, %{pending_size: 0, fin: true} = stream, acc) do
     stream = %{stream | local_closed?: true}
-    {%{conn | streams: Map.put(conn.streams, stream.id, stream)}, [acc | Frame.data(stream.id, [], true)]}
+
+    {%{conn | streams: Map.put(conn.streams, stream.id, stream)},
+     [acc | Frame.data(stream.id, [], true)]}
   end
 
   defp flush_stream(conn, %{pending_size: 0}, acc), do: {conn, acc}
 
   defp flush_stream(conn, stream, acc) do
-    n = Enum.min([stream.pending_size, stream.send_window, conn.send_window, conn.peer.max_frame_size])
+    n =
+      Enum.min([
+        stream.pending_size,
+        stream.send_window,
+        conn.send_window,
+        conn.peer.max_frame_size
+      ])
 
     if n <= 0 do
       {conn, acc}
@@ -540,7 +596,12 @@ defmodule HFBridge.HTTP2.Conn do
           local_closed?: last?
       }
 
-      conn = %{conn | send_window: conn.send_window - n, streams: Map.put(conn.streams, stream.id, stream)}
+      conn = %{
+        conn
+        | send_window: conn.send_window - n,
+          streams: Map.put(conn.streams, stream.id, stream)
+      }
+
       flush_stream(conn, stream, [acc | Frame.data(stream.id, chunk, last?)])
     end
   end

@@ -62,20 +62,28 @@ defmodule HFBridge.HTTP2.Frame do
   @typedoc "An HTTP/2 error code (RFC 9113, Section 7); unknown codes stay integers."
   @type error_code :: atom() | non_neg_integer()
   @type setting ::
-          {:header_table_size | :enable_push | :max_concurrent_streams | :initial_window_size
-           | :max_frame_size | :max_header_list_size | non_neg_integer(), non_neg_integer()}
+          {:header_table_size
+           | :enable_push
+           | :max_concurrent_streams
+           | :initial_window_size
+           | :max_frame_size
+           | :max_header_list_size
+           | non_neg_integer(), non_neg_integer()}
 
   @typedoc """
   A decoded frame. For DATA, `flow_len` is the whole payload length,
   padding included, which is what flow control counts (Section 6.9.1).
   """
   @type t ::
-          {:data, stream_id(), data :: binary(), end_stream :: boolean(), flow_len :: non_neg_integer()}
-          | {:headers, stream_id(), fragment :: binary(), end_stream :: boolean(), end_headers :: boolean()}
+          {:data, stream_id(), data :: binary(), end_stream :: boolean(),
+           flow_len :: non_neg_integer()}
+          | {:headers, stream_id(), fragment :: binary(), end_stream :: boolean(),
+             end_headers :: boolean()}
           | {:priority, stream_id()}
           | {:rst_stream, stream_id(), error_code()}
           | {:settings, ack :: boolean(), [setting()]}
-          | {:push_promise, stream_id(), promised :: stream_id(), fragment :: binary(), end_headers :: boolean()}
+          | {:push_promise, stream_id(), promised :: stream_id(), fragment :: binary(),
+             end_headers :: boolean()}
           | {:ping, ack :: boolean(), payload :: <<_::64>>}
           | {:goaway, last_stream_id :: stream_id(), error_code(), debug :: binary()}
           | {:window_update, stream_id(), increment :: non_neg_integer()}
@@ -108,9 +116,14 @@ defmodule HFBridge.HTTP2.Frame do
   @spec decode(binary(), pos_integer()) :: {:ok, t(), binary()} | :more | decode_error()
   def decode(<<len::24, _type, _flags, _r::1, _sid::31, _::binary>>, max_frame_size)
       when len > max_frame_size,
-      do: {:error, {:frame_size_error, "frame of #{len} bytes exceeds the maximum #{max_frame_size}"}}
+      do:
+        {:error,
+         {:frame_size_error, "frame of #{len} bytes exceeds the maximum #{max_frame_size}"}}
 
-  def decode(<<len::24, type, flags, _r::1, sid::31, payload::binary-size(len), rest::binary>>, _max) do
+  def decode(
+        <<len::24, type, flags, _r::1, sid::31, payload::binary-size(len), rest::binary>>,
+        _max
+      ) do
     case decode_payload(type, flags, sid, payload) do
       {:error, _} = error -> error
       frame -> {:ok, frame, rest}
@@ -163,7 +176,9 @@ defmodule HFBridge.HTTP2.Frame do
         {:error, {:frame_size_error, "SETTINGS payload is not a multiple of 6 bytes"}}
 
       true ->
-        settings = for <<id::16, value::32 <- payload>>, do: {Map.get(@settings_ids, id, id), value}
+        settings =
+          for <<id::16, value::32 <- payload>>, do: {Map.get(@settings_ids, id, id), value}
+
         {:settings, false, settings}
     end
   end
@@ -243,7 +258,9 @@ defmodule HFBridge.HTTP2.Frame do
   @doc "A SETTINGS frame carrying `settings` (a keyword list of setting atoms)."
   @spec settings([{atom(), non_neg_integer()}]) :: iodata()
   def settings(settings) do
-    payload = for {name, value} <- settings, do: <<Map.fetch!(@settings_numbers, name)::16, value::32>>
+    payload =
+      for {name, value} <- settings, do: <<Map.fetch!(@settings_numbers, name)::16, value::32>>
+
     encode(@settings, 0, 0, payload)
   end
 

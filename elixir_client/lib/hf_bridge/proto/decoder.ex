@@ -45,7 +45,9 @@ defmodule HFBridge.Proto.Decoder do
     catch
       {:proto_malformed, reason, msg} ->
         {:error,
-         Error.new(:proto, :malformed, "malformed #{msg}: #{reason}", details: %{message: name, in_message: msg})}
+         Error.new(:proto, :malformed, "malformed #{msg}: #{reason}",
+           details: %{message: name, in_message: msg}
+         )}
     end
   end
 
@@ -93,7 +95,8 @@ defmodule HFBridge.Proto.Decoder do
     end
   end
 
-  defp field(%Field{presence: :repeated} = f, wt, rest, msg, acc), do: repeated(f, wt, rest, msg, acc)
+  defp field(%Field{presence: :repeated} = f, wt, rest, msg, acc),
+    do: repeated(f, wt, rest, msg, acc)
 
   defp field(%Field{kind: :message} = f, 2, rest, msg, acc) do
     {payload, rest} = delimited(rest, msg)
@@ -134,7 +137,8 @@ defmodule HFBridge.Proto.Decoder do
   end
 
   defp wrong_wire_type(f, wt, msg),
-    do: malformed("field #{f.name} (#{f.number}) has wire type #{wt}, expected #{f.wire_type}", msg)
+    do:
+      malformed("field #{f.name} (#{f.number}) has wire type #{wt}, expected #{f.wire_type}", msg)
 
   defp clear_siblings(%Field{siblings: []}, acc), do: acc
   defp clear_siblings(%Field{siblings: siblings}, acc), do: Map.drop(acc, siblings)
@@ -197,7 +201,11 @@ defmodule HFBridge.Proto.Decoder do
     {len, rest} = varint(bin, msg, "truncated length")
 
     if len > byte_size(rest),
-      do: malformed("length #{len} runs past the end of the message (#{byte_size(rest)} bytes left)", msg)
+      do:
+        malformed(
+          "length #{len} runs past the end of the message (#{byte_size(rest)} bytes left)",
+          msg
+        )
 
     <<payload::binary-size(len), rest::binary>> = rest
     {payload, rest}
@@ -220,7 +228,10 @@ defmodule HFBridge.Proto.Decoder do
 
   defp finish(%Field{presence: :repeated, kind: :message} = f, payloads, schema, _msg, depth) do
     sub = Schema.message!(schema, f.type)
-    Enum.reduce(payloads, [], fn payload, list -> [message(schema, sub, payload, depth + 1) | list] end)
+
+    Enum.reduce(payloads, [], fn payload, list ->
+      [message(schema, sub, payload, depth + 1) | list]
+    end)
   end
 
   defp finish(%Field{presence: :repeated} = f, values, schema, _msg, _depth),

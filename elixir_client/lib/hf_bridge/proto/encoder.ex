@@ -44,8 +44,12 @@ defmodule HFBridge.Proto.Encoder do
 
     Enum.each(msg.oneofs, fn {oneof, members} ->
       case Enum.filter(members, &(Map.get(fields, &1) != nil)) do
-        [_, _ | _] = set -> raise ArgumentError, "#{msg.name}: oneof #{oneof} has several members set: #{inspect(set)}"
-        _ -> :ok
+        [_, _ | _] = set ->
+          raise ArgumentError,
+                "#{msg.name}: oneof #{oneof} has several members set: #{inspect(set)}"
+
+        _ ->
+          :ok
       end
     end)
 
@@ -55,16 +59,20 @@ defmodule HFBridge.Proto.Encoder do
   end
 
   defp message(msg, other, _schema),
-    do: raise(ArgumentError, "#{msg.name} must be given as a map of fields, got #{inspect(other)}")
+    do:
+      raise(ArgumentError, "#{msg.name} must be given as a map of fields, got #{inspect(other)}")
 
   defp field(%Field{presence: :repeated, kind: :map} = f, value, msg, schema) do
-    unless is_map(value) and not is_struct(value), do: raise(ArgumentError, "#{msg.name}.#{f.name} must be a map, got #{inspect(value)}")
+    unless is_map(value) and not is_struct(value),
+      do: raise(ArgumentError, "#{msg.name}.#{f.name} must be a map, got #{inspect(value)}")
+
     entry = Schema.message!(schema, f.type)
 
     value
     |> Enum.sort()
     |> Enum.map(fn {k, v} ->
-      if v == nil, do: raise(ArgumentError, "#{msg.name}.#{f.name}: nil map value for key #{inspect(k)}")
+      if v == nil,
+        do: raise(ArgumentError, "#{msg.name}.#{f.name}: nil map value for key #{inspect(k)}")
 
       # Entries always carry both key and value.
       payload = [
@@ -77,7 +85,8 @@ defmodule HFBridge.Proto.Encoder do
   end
 
   defp field(%Field{presence: :repeated} = f, value, msg, schema) do
-    unless is_list(value), do: raise(ArgumentError, "#{msg.name}.#{f.name} must be a list, got #{inspect(value)}")
+    unless is_list(value),
+      do: raise(ArgumentError, "#{msg.name}.#{f.name} must be a list, got #{inspect(value)}")
 
     Enum.each(value, fn
       nil -> raise ArgumentError, "#{msg.name}.#{f.name}: nil is not a valid element"
@@ -112,10 +121,17 @@ defmodule HFBridge.Proto.Encoder do
   defp delimited(number, iodata),
     do: [Wire.encode_tag(number, 2), Wire.encode_varint(IO.iodata_length(iodata)), iodata]
 
-  defp default?(%Field{kind: :enum} = f, value, msg, schema), do: enum_number(f, value, msg, schema) == 0
-  defp default?(%Field{type: type}, value, _msg, _schema) when type in [:double, :float], do: Wire.zero_bits?(value)
+  defp default?(%Field{kind: :enum} = f, value, msg, schema),
+    do: enum_number(f, value, msg, schema) == 0
+
+  defp default?(%Field{type: type}, value, _msg, _schema) when type in [:double, :float],
+    do: Wire.zero_bits?(value)
+
   defp default?(%Field{type: :bool}, value, _msg, _schema), do: value == false
-  defp default?(%Field{type: type}, value, _msg, _schema) when type in [:string, :bytes], do: value == ""
+
+  defp default?(%Field{type: type}, value, _msg, _schema) when type in [:string, :bytes],
+    do: value == ""
+
   defp default?(_f, value, _msg, _schema), do: value === 0
 
   ## ---- values ---------------------------------------------------------------------------
@@ -138,33 +154,50 @@ defmodule HFBridge.Proto.Encoder do
     end
   end
 
-  defp scalar(:int32, v, _f, _m) when is_integer(v) and v in @int32, do: Wire.encode_varint(Wire.to_uint64(v))
+  defp scalar(:int32, v, _f, _m) when is_integer(v) and v in @int32,
+    do: Wire.encode_varint(Wire.to_uint64(v))
 
   defp scalar(:int64, v, _f, _m) when is_integer(v) and v >= @int64_min and v <= @int64_max,
     do: Wire.encode_varint(Wire.to_uint64(v))
 
-  defp scalar(:uint32, v, _f, _m) when is_integer(v) and v >= 0 and v <= @uint32_max, do: Wire.encode_varint(v)
-  defp scalar(:uint64, v, _f, _m) when is_integer(v) and v >= 0 and v <= @uint64_max, do: Wire.encode_varint(v)
-  defp scalar(:sint32, v, _f, _m) when is_integer(v) and v in @int32, do: Wire.encode_varint(Wire.zigzag_encode(v))
+  defp scalar(:uint32, v, _f, _m) when is_integer(v) and v >= 0 and v <= @uint32_max,
+    do: Wire.encode_varint(v)
+
+  defp scalar(:uint64, v, _f, _m) when is_integer(v) and v >= 0 and v <= @uint64_max,
+    do: Wire.encode_varint(v)
+
+  defp scalar(:sint32, v, _f, _m) when is_integer(v) and v in @int32,
+    do: Wire.encode_varint(Wire.zigzag_encode(v))
 
   defp scalar(:sint64, v, _f, _m) when is_integer(v) and v >= @int64_min and v <= @int64_max,
     do: Wire.encode_varint(Wire.zigzag_encode(v))
 
   defp scalar(:bool, true, _f, _m), do: <<1>>
   defp scalar(:bool, false, _f, _m), do: <<0>>
-  defp scalar(:fixed32, v, _f, _m) when is_integer(v) and v >= 0 and v <= @uint32_max, do: <<v::little-32>>
-  defp scalar(:sfixed32, v, _f, _m) when is_integer(v) and v in @int32, do: <<v::little-signed-32>>
-  defp scalar(:fixed64, v, _f, _m) when is_integer(v) and v >= 0 and v <= @uint64_max, do: <<v::little-64>>
+
+  defp scalar(:fixed32, v, _f, _m) when is_integer(v) and v >= 0 and v <= @uint32_max,
+    do: <<v::little-32>>
+
+  defp scalar(:sfixed32, v, _f, _m) when is_integer(v) and v in @int32,
+    do: <<v::little-signed-32>>
+
+  defp scalar(:fixed64, v, _f, _m) when is_integer(v) and v >= 0 and v <= @uint64_max,
+    do: <<v::little-64>>
 
   defp scalar(:sfixed64, v, _f, _m) when is_integer(v) and v >= @int64_min and v <= @int64_max,
     do: <<v::little-signed-64>>
 
-  defp scalar(:double, v, _f, _m) when is_float(v) or v in [:infinity, :neg_infinity, :nan], do: Wire.encode_double(v)
-  defp scalar(:float, v, _f, _m) when is_float(v) or v in [:infinity, :neg_infinity, :nan], do: Wire.encode_float(v)
+  defp scalar(:double, v, _f, _m) when is_float(v) or v in [:infinity, :neg_infinity, :nan],
+    do: Wire.encode_double(v)
+
+  defp scalar(:float, v, _f, _m) when is_float(v) or v in [:infinity, :neg_infinity, :nan],
+    do: Wire.encode_float(v)
 
   defp scalar(type, v, f, m) when type in [:double, :float] and is_integer(v) do
     # Integers are accepted where a float is expected, if exactly representable as a double.
-    if abs(v) <= 9_007_199_254_740_992, do: scalar(type, v * 1.0, f, m), else: bad(f, v, m, "a #{type}")
+    if abs(v) <= 9_007_199_254_740_992,
+      do: scalar(type, v * 1.0, f, m),
+      else: bad(f, v, m, "a #{type}")
   end
 
   defp scalar(:string, v, f, m) when is_binary(v) do
@@ -175,6 +208,7 @@ defmodule HFBridge.Proto.Encoder do
   defp scalar(type, v, f, m), do: bad(f, v, m, "a #{type}")
 
   defp bad(f, value, msg, expected) do
-    raise ArgumentError, "#{msg.name}.#{f.name} must be #{expected}, got #{inspect(value, limit: 20, printable_limit: 80)}"
+    raise ArgumentError,
+          "#{msg.name}.#{f.name} must be #{expected}, got #{inspect(value, limit: 20, printable_limit: 80)}"
   end
 end

@@ -47,10 +47,20 @@ defmodule HFBridge.Proto.Parser do
   @spec parse(String.t()) :: {:ok, description()} | {:error, Error.t()}
   def parse(text) when is_binary(text) do
     tokens = tokenize(text, 1, [])
-    {:ok, parse_file(tokens, %{syntax: "proto2", package: "", imports: [], messages: [], enums: [], services: []})}
+
+    {:ok,
+     parse_file(tokens, %{
+       syntax: "proto2",
+       package: "",
+       imports: [],
+       messages: [],
+       enums: [],
+       services: []
+     })}
   catch
     {:proto_parse_error, message, line} ->
-      {:error, Error.new(:proto, :invalid_schema, "line #{line}: #{message}", details: %{line: line})}
+      {:error,
+       Error.new(:proto, :invalid_schema, "line #{line}: #{message}", details: %{line: line})}
   end
 
   defp fail(message, line), do: throw({:proto_parse_error, message, line})
@@ -60,7 +70,9 @@ defmodule HFBridge.Proto.Parser do
   @spec tokenize(binary(), pos_integer(), [token()]) :: [token()]
   defp tokenize(<<>>, _line, acc), do: Enum.reverse(acc)
   defp tokenize(<<?\n, rest::binary>>, line, acc), do: tokenize(rest, line + 1, acc)
-  defp tokenize(<<c, rest::binary>>, line, acc) when c in [?\s, ?\t, ?\r, ?\f, ?\v], do: tokenize(rest, line, acc)
+
+  defp tokenize(<<c, rest::binary>>, line, acc) when c in [?\s, ?\t, ?\r, ?\f, ?\v],
+    do: tokenize(rest, line, acc)
 
   defp tokenize(<<"//", rest::binary>>, line, acc) do
     case :binary.split(rest, "\n") do
@@ -76,7 +88,8 @@ defmodule HFBridge.Proto.Parser do
     end
   end
 
-  defp tokenize(<<c, _::binary>> = bin, line, acc) when c in ?a..?z or c in ?A..?Z or c == ?_ or c == ?. do
+  defp tokenize(<<c, _::binary>> = bin, line, acc)
+       when c in ?a..?z or c in ?A..?Z or c == ?_ or c == ?. do
     case bin do
       <<?., d, _::binary>> when d in ?0..?9 ->
         {tok, rest} = number(bin, line)
@@ -102,7 +115,8 @@ defmodule HFBridge.Proto.Parser do
     tokenize(rest, line, [{:sym, <<c>>, line} | acc])
   end
 
-  defp tokenize(<<c, _::binary>>, line, _acc), do: fail("unexpected character #{inspect(<<c>>)}", line)
+  defp tokenize(<<c, _::binary>>, line, _acc),
+    do: fail("unexpected character #{inspect(<<c>>)}", line)
 
   defp ident_char?(c), do: c in ?a..?z or c in ?A..?Z or c in ?0..?9 or c == ?_ or c == ?.
 
@@ -112,8 +126,11 @@ defmodule HFBridge.Proto.Parser do
 
   defp take_while(bin, pred, n) do
     case bin do
-      <<_::binary-size(n), c, _::binary>> -> if pred.(c), do: take_while(bin, pred, n + 1), else: split_at(bin, n)
-      _ -> split_at(bin, n)
+      <<_::binary-size(n), c, _::binary>> ->
+        if pred.(c), do: take_while(bin, pred, n + 1), else: split_at(bin, n)
+
+      _ ->
+        split_at(bin, n)
     end
   end
 
@@ -123,7 +140,9 @@ defmodule HFBridge.Proto.Parser do
   end
 
   defp number(bin, line) do
-    {word, rest} = take_while(bin, &(&1 in ?0..?9 or &1 in ?a..?z or &1 in ?A..?Z or &1 == ?. or &1 == ?_))
+    {word, rest} =
+      take_while(bin, &(&1 in ?0..?9 or &1 in ?a..?z or &1 in ?A..?Z or &1 == ?. or &1 == ?_))
+
     # An exponent sign belongs to the number: 1e-5.
     {word, rest} =
       case {word, rest} do
@@ -182,9 +201,14 @@ defmodule HFBridge.Proto.Parser do
     end
   end
 
-  defp string(<<q, rest::binary>>, q, _line, acc), do: {IO.iodata_to_binary(Enum.reverse(acc)), rest}
+  defp string(<<q, rest::binary>>, q, _line, acc),
+    do: {IO.iodata_to_binary(Enum.reverse(acc)), rest}
+
   defp string(<<?\n, _::binary>>, _q, line, _acc), do: fail("newline in string literal", line)
-  defp string(<<?\\, c, rest::binary>>, q, line, acc), do: string(rest, q, line, [escape(c, line) | acc])
+
+  defp string(<<?\\, c, rest::binary>>, q, line, acc),
+    do: string(rest, q, line, [escape(c, line) | acc])
+
   defp string(<<c, rest::binary>>, q, line, acc), do: string(rest, q, line, [c | acc])
   defp string(<<>>, _q, line, _acc), do: fail("unterminated string literal", line)
 
@@ -227,8 +251,11 @@ defmodule HFBridge.Proto.Parser do
       end
 
     case rest do
-      [{:string, path, _} | rest] -> parse_file(expect_sym(rest, ";"), %{acc | imports: [path | acc.imports]})
-      [tok | _] -> fail("expected an import path", line_of(tok))
+      [{:string, path, _} | rest] ->
+        parse_file(expect_sym(rest, ";"), %{acc | imports: [path | acc.imports]})
+
+      [tok | _] ->
+        fail("expected an import path", line_of(tok))
     end
   end
 
@@ -249,8 +276,11 @@ defmodule HFBridge.Proto.Parser do
     parse_file(rest, %{acc | services: [svc | acc.services]})
   end
 
-  defp parse_file([{:ident, "extend", line} | _], _acc), do: fail("extensions (extend) are not supported", line)
-  defp parse_file([tok | _], _acc), do: fail("unexpected #{describe(tok)} at top level", line_of(tok))
+  defp parse_file([{:ident, "extend", line} | _], _acc),
+    do: fail("extensions (extend) are not supported", line)
+
+  defp parse_file([tok | _], _acc),
+    do: fail("unexpected #{describe(tok)} at top level", line_of(tok))
 
   ## ---- messages --------------------------------------------------------------
 
@@ -284,12 +314,15 @@ defmodule HFBridge.Proto.Parser do
     message_body(rest, %{msg | fields: fields ++ msg.fields, oneofs: [name | msg.oneofs]})
   end
 
-  defp message_body([{:ident, word, _} | rest], msg) when word in ["option", "reserved", "extensions"],
-    do: message_body(skip_statement(rest), msg)
+  defp message_body([{:ident, word, _} | rest], msg)
+       when word in ["option", "reserved", "extensions"],
+       do: message_body(skip_statement(rest), msg)
 
-  defp message_body([{:ident, "extend", line} | _], _msg), do: fail("extensions (extend) are not supported", line)
+  defp message_body([{:ident, "extend", line} | _], _msg),
+    do: fail("extensions (extend) are not supported", line)
 
-  defp message_body([{:ident, label, _} | rest], msg) when label in ["repeated", "optional", "required"] do
+  defp message_body([{:ident, label, _} | rest], msg)
+       when label in ["repeated", "optional", "required"] do
     {field, rest} = field(rest, String.to_atom(label), nil)
     message_body(rest, %{msg | fields: [field | msg.fields]})
   end
@@ -299,35 +332,66 @@ defmodule HFBridge.Proto.Parser do
     message_body(rest, %{msg | fields: [field | msg.fields]})
   end
 
-  defp message_body([tok | _], msg), do: fail("unexpected #{describe(tok)} in message #{msg.name}", line_of(tok))
+  defp message_body([tok | _], msg),
+    do: fail("unexpected #{describe(tok)} in message #{msg.name}", line_of(tok))
+
   defp message_body([], msg), do: fail("message #{msg.name} is not closed", 0)
 
   defp oneof_body([{:sym, "}", _} | rest], _name, acc), do: {acc, rest}
   defp oneof_body([{:sym, ";", _} | rest], name, acc), do: oneof_body(rest, name, acc)
-  defp oneof_body([{:ident, "option", _} | rest], name, acc), do: oneof_body(skip_statement(rest), name, acc)
 
-  defp oneof_body([{:ident, label, line} | _], _name, _acc) when label in ["repeated", "optional", "required"],
-    do: fail("oneof members cannot be #{label}", line)
+  defp oneof_body([{:ident, "option", _} | rest], name, acc),
+    do: oneof_body(skip_statement(rest), name, acc)
+
+  defp oneof_body([{:ident, label, line} | _], _name, _acc)
+       when label in ["repeated", "optional", "required"],
+       do: fail("oneof members cannot be #{label}", line)
 
   defp oneof_body([{:ident, _, _} | _] = tokens, name, acc) do
     {field, rest} = field(tokens, :none, name)
     oneof_body(rest, name, [field | acc])
   end
 
-  defp oneof_body([tok | _], name, _acc), do: fail("unexpected #{describe(tok)} in oneof #{name}", line_of(tok))
+  defp oneof_body([tok | _], name, _acc),
+    do: fail("unexpected #{describe(tok)} in oneof #{name}", line_of(tok))
+
   defp oneof_body([], name, _acc), do: fail("oneof #{name} is not closed", 0)
 
   # field := type name "=" number [options] ";"
-  defp field([{:ident, "map", line}, {:sym, "<", _}, {:ident, k, _}, {:sym, ",", _}, {:ident, v, _}, {:sym, ">", _} | rest], label, oneof) do
-    if label != :none or oneof != nil, do: fail("map fields cannot be labelled or in a oneof", line)
+  defp field(
+         [
+           {:ident, "map", line},
+           {:sym, "<", _},
+           {:ident, k, _},
+           {:sym, ",", _},
+           {:ident, v, _},
+           {:sym, ">", _} | rest
+         ],
+         label,
+         oneof
+       ) do
+    if label != :none or oneof != nil,
+      do: fail("map fields cannot be labelled or in a oneof", line)
+
     field_rest(rest, {:map, k, v}, label, oneof, line)
   end
 
-  defp field([{:ident, "group", line} | _], _label, _oneof), do: fail("groups are not supported", line)
-  defp field([{:ident, type, line} | rest], label, oneof), do: field_rest(rest, type, label, oneof, line)
-  defp field([tok | _], _label, _oneof), do: fail("expected a field type, got #{describe(tok)}", line_of(tok))
+  defp field([{:ident, "group", line} | _], _label, _oneof),
+    do: fail("groups are not supported", line)
 
-  defp field_rest([{:ident, name, _}, {:sym, "=", _}, {:int, number, nline} | rest], type, label, oneof, line) do
+  defp field([{:ident, type, line} | rest], label, oneof),
+    do: field_rest(rest, type, label, oneof, line)
+
+  defp field([tok | _], _label, _oneof),
+    do: fail("expected a field type, got #{describe(tok)}", line_of(tok))
+
+  defp field_rest(
+         [{:ident, name, _}, {:sym, "=", _}, {:int, number, nline} | rest],
+         type,
+         label,
+         oneof,
+         line
+       ) do
     unless number in 1..536_870_911 and number not in 19_000..19_999,
       do: fail("field #{name} has an invalid number #{number}", nline)
 
@@ -342,11 +406,22 @@ defmodule HFBridge.Proto.Parser do
         other -> fail("packed must be true or false, got #{inspect(other)}", line)
       end
 
-    {%{name: name, number: number, label: label, type: type, oneof: oneof, packed: packed, line: line}, rest}
+    {%{
+       name: name,
+       number: number,
+       label: label,
+       type: type,
+       oneof: oneof,
+       packed: packed,
+       line: line
+     }, rest}
   end
 
-  defp field_rest([tok | _], _type, _label, _oneof, _line), do: fail("malformed field near #{describe(tok)}", line_of(tok))
-  defp field_rest([], _type, _label, _oneof, line), do: fail("unexpected end of file in a field", line)
+  defp field_rest([tok | _], _type, _label, _oneof, _line),
+    do: fail("malformed field near #{describe(tok)}", line_of(tok))
+
+  defp field_rest([], _type, _label, _oneof, line),
+    do: fail("unexpected end of file in a field", line)
 
   defp field_options([{:sym, "[", _} | rest]), do: option_list(rest, %{})
   defp field_options(rest), do: {%{}, rest}
@@ -374,16 +449,24 @@ defmodule HFBridge.Proto.Parser do
     end
   end
 
-  defp option_name([{:sym, "(", _}, {:ident, n, _}, {:sym, ")", _} | rest], acc), do: option_name(rest, ["(#{n})" | acc])
+  defp option_name([{:sym, "(", _}, {:ident, n, _}, {:sym, ")", _} | rest], acc),
+    do: option_name(rest, ["(#{n})" | acc])
+
   defp option_name([{:ident, n, _} | rest], acc), do: option_name(rest, [n | acc])
   defp option_name(rest, []), do: fail("expected an option name", line_of(List.first(rest)))
   defp option_name(rest, acc), do: {acc |> Enum.reverse() |> Enum.join(""), rest}
 
-  defp option_value([{:sym, "-", _}, {kind, v, _} | rest]) when kind in [:int, :float], do: {{kind, -v}, rest}
-  defp option_value([{:sym, "+", _}, {kind, v, _} | rest]) when kind in [:int, :float], do: {{kind, v}, rest}
+  defp option_value([{:sym, "-", _}, {kind, v, _} | rest]) when kind in [:int, :float],
+    do: {{kind, -v}, rest}
+
+  defp option_value([{:sym, "+", _}, {kind, v, _} | rest]) when kind in [:int, :float],
+    do: {{kind, v}, rest}
 
   defp option_value([{:sym, "{", _} | rest]), do: {{:aggregate, nil}, skip_braces(rest, 1)}
-  defp option_value([{kind, v, _} | rest]) when kind in [:int, :float, :string, :ident], do: {{kind, v}, rest}
+
+  defp option_value([{kind, v, _} | rest]) when kind in [:int, :float, :string, :ident],
+    do: {{kind, v}, rest}
+
   defp option_value([tok | _]), do: fail("bad option value #{describe(tok)}", line_of(tok))
   defp option_value([]), do: fail("missing option value", 0)
 
@@ -412,14 +495,20 @@ defmodule HFBridge.Proto.Parser do
     enum_body(expect_sym(rest, ";"), %{enum | values: [{name, number} | enum.values]})
   end
 
-  defp enum_body([tok | _], enum), do: fail("unexpected #{describe(tok)} in enum #{enum.name}", line_of(tok))
+  defp enum_body([tok | _], enum),
+    do: fail("unexpected #{describe(tok)} in enum #{enum.name}", line_of(tok))
+
   defp enum_body([], enum), do: fail("enum #{enum.name} is not closed", 0)
 
   ## ---- services -------------------------------------------------------------------
 
-  defp service_body([{:sym, "}", _} | rest], svc), do: {%{svc | rpcs: Enum.reverse(svc.rpcs)}, rest}
+  defp service_body([{:sym, "}", _} | rest], svc),
+    do: {%{svc | rpcs: Enum.reverse(svc.rpcs)}, rest}
+
   defp service_body([{:sym, ";", _} | rest], svc), do: service_body(rest, svc)
-  defp service_body([{:ident, "option", _} | rest], svc), do: service_body(skip_statement(rest), svc)
+
+  defp service_body([{:ident, "option", _} | rest], svc),
+    do: service_body(skip_statement(rest), svc)
 
   defp service_body([{:ident, "rpc", _}, {:ident, name, _}, {:sym, "(", _} | rest], svc) do
     {client_streaming, input, rest} = rpc_type(rest)
@@ -452,10 +541,14 @@ defmodule HFBridge.Proto.Parser do
     service_body(rest, %{svc | rpcs: [rpc | svc.rpcs]})
   end
 
-  defp service_body([tok | _], svc), do: fail("unexpected #{describe(tok)} in service #{svc.name}", line_of(tok))
+  defp service_body([tok | _], svc),
+    do: fail("unexpected #{describe(tok)} in service #{svc.name}", line_of(tok))
+
   defp service_body([], svc), do: fail("service #{svc.name} is not closed", 0)
 
-  defp rpc_type([{:ident, "stream", _}, {:ident, type, _}, {:sym, ")", _} | rest]), do: {true, type, rest}
+  defp rpc_type([{:ident, "stream", _}, {:ident, type, _}, {:sym, ")", _} | rest]),
+    do: {true, type, rest}
+
   defp rpc_type([{:ident, type, _}, {:sym, ")", _} | rest]), do: {false, type, rest}
   defp rpc_type([tok | _]), do: fail("malformed rpc type near #{describe(tok)}", line_of(tok))
   defp rpc_type([]), do: fail("unexpected end of file in an rpc", 0)

@@ -33,7 +33,18 @@ defmodule HFBridge.Proto.Schema do
         repeated scalars are written packed.
     """
     @enforce_keys [:name, :number, :kind, :type, :presence, :wire_type]
-    defstruct [:name, :number, :kind, :type, :presence, :wire_type, :label, oneof: nil, packed: false, siblings: []]
+    defstruct [
+      :name,
+      :number,
+      :kind,
+      :type,
+      :presence,
+      :wire_type,
+      :label,
+      oneof: nil,
+      packed: false,
+      siblings: []
+    ]
 
     @type t :: %__MODULE__{
             name: atom(),
@@ -54,7 +65,16 @@ defmodule HFBridge.Proto.Schema do
     One message type: fields ordered by number, lookups by number and name,
     its oneofs, and the map a decode starts from (every field at its default).
     """
-    defstruct [:name, :full_name, fields: [], by_number: %{}, by_name: %{}, oneofs: %{}, defaults: %{}, map_entry: false]
+    defstruct [
+      :name,
+      :full_name,
+      fields: [],
+      by_number: %{},
+      by_name: %{},
+      oneofs: %{},
+      defaults: %{},
+      map_entry: false
+    ]
 
     @type t :: %__MODULE__{
             name: atom(),
@@ -90,7 +110,13 @@ defmodule HFBridge.Proto.Schema do
           server_streaming: boolean()
         }
 
-  defstruct syntax: "proto3", package: "", messages: %{}, message_order: [], enums: %{}, rpcs: %{}, rpc_order: []
+  defstruct syntax: "proto3",
+            package: "",
+            messages: %{},
+            message_order: [],
+            enums: %{},
+            rpcs: %{},
+            rpc_order: []
 
   @type t :: %__MODULE__{
           syntax: String.t(),
@@ -185,7 +211,9 @@ defmodule HFBridge.Proto.Schema do
 
     index =
       Map.new(flat_msgs, fn {path, _} -> {qualify(pkg, path), {:message, path_atom(path)}} end)
-      |> Map.merge(Map.new(flat_enums, fn {path, _} -> {qualify(pkg, path), {:enum, path_atom(path)}} end))
+      |> Map.merge(
+        Map.new(flat_enums, fn {path, _} -> {qualify(pkg, path), {:enum, path_atom(path)}} end)
+      )
 
     enums =
       Map.new(flat_enums, fn {path, e} ->
@@ -210,7 +238,9 @@ defmodule HFBridge.Proto.Schema do
       end)
 
     messages = Map.new(messages ++ Enum.map(entries, &{&1.name, &1}))
-    messages = Map.new(messages, fn {name, m} -> {name, %{m | defaults: defaults(m, enums, messages)}} end)
+
+    messages =
+      Map.new(messages, fn {name, m} -> {name, %{m | defaults: defaults(m, enums, messages)}} end)
 
     {rpcs, rpc_order} = build_rpcs(desc.services, ctx)
 
@@ -266,7 +296,9 @@ defmodule HFBridge.Proto.Schema do
 
     fields =
       fields
-      |> Enum.map(fn f -> if f.oneof, do: %{f | siblings: Map.fetch!(oneofs, f.oneof) -- [f.name]}, else: f end)
+      |> Enum.map(fn f ->
+        if f.oneof, do: %{f | siblings: Map.fetch!(oneofs, f.oneof) -- [f.name]}, else: f
+      end)
       |> Enum.sort_by(& &1.number)
 
     msg = %Message{
@@ -295,7 +327,15 @@ defmodule HFBridge.Proto.Schema do
     entry_path = path ++ [Macro.camelize(f.name) <> "Entry"]
     {vkind, vtype, vwire} = resolve_type(v, path, ctx)
 
-    key_field = %Field{name: :key, number: 1, kind: :scalar, type: String.to_atom(k), presence: :implicit, wire_type: @scalar_wire[k], label: :none}
+    key_field = %Field{
+      name: :key,
+      number: 1,
+      kind: :scalar,
+      type: String.to_atom(k),
+      presence: :implicit,
+      wire_type: @scalar_wire[k],
+      label: :none
+    }
 
     value_field = %Field{
       name: :value,
@@ -331,7 +371,9 @@ defmodule HFBridge.Proto.Schema do
 
   defp build_field(f, path, ctx) do
     {kind, type, wire} = resolve_type(f.type, path, ctx)
-    if f.label == :repeated and f.packed == true and wire == 2, do: fail("field #{f.name}: only scalar fields can be packed")
+
+    if f.label == :repeated and f.packed == true and wire == 2,
+      do: fail("field #{f.name}: only scalar fields can be packed")
 
     presence =
       cond do
@@ -343,7 +385,9 @@ defmodule HFBridge.Proto.Schema do
         true -> :implicit
       end
 
-    packed = f.label == :repeated and wire != 2 and (if f.packed == nil, do: ctx.syntax == "proto3", else: f.packed)
+    packed =
+      f.label == :repeated and wire != 2 and
+        if f.packed == nil, do: ctx.syntax == "proto3", else: f.packed
 
     field = %Field{
       name: String.to_atom(f.name),

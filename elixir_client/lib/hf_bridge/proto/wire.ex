@@ -205,10 +205,17 @@ defmodule HFBridge.Proto.Wire do
         wt = band(key, 7)
 
         cond do
-          wt == 4 and inner == number -> {:ok, rest}
-          wt == 4 -> {:error, "mismatched end-group key #{inner} inside group #{number}"}
-          inner == 0 -> {:error, "field number 0 inside group #{number}"}
-          true -> with {:ok, rest} <- skip(wt, inner, rest, depth), do: skip_group(rest, number, depth)
+          wt == 4 and inner == number ->
+            {:ok, rest}
+
+          wt == 4 ->
+            {:error, "mismatched end-group key #{inner} inside group #{number}"}
+
+          inner == 0 ->
+            {:error, "field number 0 inside group #{number}"}
+
+          true ->
+            with {:ok, rest} <- skip(wt, inner, rest, depth), do: skip_group(rest, number, depth)
         end
     end
   end

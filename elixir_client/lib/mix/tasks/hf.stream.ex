@@ -78,7 +78,7 @@ defmodule Mix.Tasks.Hf.Stream do
     batch
     |> Batch.rows!()
     |> Enum.map(&[Format.json_line(&1), "\n"])
-    |> IO.binwrite()
+    |> IO.write()
 
     printer
   end
@@ -93,11 +93,11 @@ defmodule Mix.Tasks.Hf.Stream do
       else
         columns = Enum.map(table.columns, &elem(&1, 0))
         widths = Format.widths(columns, rows, printer.max_width)
-        IO.binwrite(Format.header(columns, widths))
+        IO.write(Format.header(columns, widths))
         %{printer | columns: columns, widths: widths}
       end
 
-    IO.binwrite(Enum.map(rows, &Format.row(&1, printer.columns, printer.widths)))
+    IO.write(Enum.map(rows, &Format.row(&1, printer.columns, printer.widths)))
     printer
   end
 

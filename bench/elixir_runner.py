@@ -1,0 +1,70 @@
+"""Running the bench/elixir/*.exs scripts with `mix run` from elixir_client/ and parsing their `BENCH` line."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Sequence
+
+from bench.procs import MAIN_DIR, BenchError, base_env, run_tagged
+
+ELIXIR_DIR = MAIN_DIR / "elixir_client"
+SCRIPTS = Path(__file__).resolve().parent / "elixir"
+
+
+class Elixir:
+    """Compiles the client once (its own build dir, MIX_ENV=prod), then runs scripts without recompiling."""
+
+    def __init__(self, build_path: str | None = None) -> None:
+        self.build_path = build_path or os.environ.get("HF_BRIDGE_BENCH_BUILD", "/tmp/hb_build_bench")
+        self.error: str | None = None
+        self.compiled = False
+
+    def env(self) -> dict[str, str]:
+        env = base_env()
+        env["MIX_ENV"] = "prod"
+        env["MIX_BUILD_PATH"] = self.build_path
+        env.pop("CI", None)
+        return env
+
+    def compile(self, timeout: float = 900.0) -> bool:
+        """Compile once; on failure `error` says why and every Elixir figure becomes n/a."""
+        if self.compiled or self.error:
+            return self.compiled
+        if shutil.which("mix") is None:
+            self.error = "mix not found"
+            return False
+        if not (ELIXIR_DIR / "mix.exs").exists():
+            self.error = "no elixir_client/mix.exs"
+            return False
+        try:
+            proc = subprocess.run(["mix", "compile"], cwd=ELIXIR_DIR, env=self.env(), capture_output=True,
+                                  text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.error = f"mix compile timed out after {timeout:.0f} s"
+            return False
+        if proc.returncode != 0:
+            lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
+            self.error = "elixir_client does not compile: " + " | ".join(lines[-3:])[-300:]
+            return False
+        self.compiled = True
+        return True
+
+    def version(self) -> str:
+        try:
+            out = subprocess.run(["elixir", "--version"], capture_output=True, text=True, timeout=60).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            return "unknown"
+        return " / ".join(ln.strip() for ln in out.splitlines() if ln.strip())
+
+    def run(self, script: str, args: Sequence[str], timeout: float) -> dict:
+        """Run bench/elixir/`script` and return its BENCH fields (BenchError on any failure)."""
+        if not self.compile():
+            raise BenchError(self.error or "elixir unavailable")
+        res = run_tagged(["mix", "run", "--no-compile", str(SCRIPTS / script), *args], "BENCH", timeout,
+                         cwd=ELIXIR_DIR, env=self.env())
+        if "error" in res:
+            raise BenchError(f"{script}: {res['error']}"[:400])
+        return res

@@ -1,0 +1,201 @@
+defmodule HFBridge.SessionTest do
+  use HFBridge.ServerCase, async: true
+
+  alias HFBridge.{Batch, Client, Session, TestDatasets}
+
+  setup_all %{data_dir: data_dir} do
+    %{
+      small: TestDatasets.simple_parquet!(Path.join(data_dir, "small.parquet"), 100),
+      large: TestDatasets.simple_parquet!(Path.join(data_dir, "large.parquet"), 200_000)
+    }
+  end
+
+  # A session id the server no longer knows: reading it fails with NOT_FOUND.
+  defp assert_closed_on_server(client, session_id) do
+    {:ok, stream} = Client.server_stream(client, :ReadBatches, %{session_id: session_id, max_batches: 1})
+    assert {:error, %HFBridge.Error{code: :not_found}} = Client.recv(stream, 30_000)
+  end
+
+  defp ids(batch), do: Enum.map(Batch.rows!(batch), & &1["id"])
+
+  describe "lazy streams" do
+    test "Enum.take/2 reads the first batch and closes its session", %{client: client, large: large} do
+      parent = self()
+
+      rows =
+        HFBridge.rows("parquet",
+          client: client,
+          data_files: large,
+          batch_size: 100,
+          on_open: &send(parent, {:opened, &1})
+        )
+        |> Enum.take(5)
+
+      assert Enum.map(rows, & &1["id"]) == [0, 1, 2, 3, 4]
+      assert_received {:opened, %{session_id: id, session: session}}
+      refute Process.alive?(session)
+      assert_closed_on_server(client, id)
+    end
+
+    test "nothing is opened until the stream is enumerated", %{client: client, large: large} do
+      parent = self()
+      stream = HFBridge.stream("parquet", client: client, data_files: large, on_open: &send(parent, {:opened, &1}))
+      refute_received {:opened, _}
+      assert [%Batch{seq: 0}] = Enum.take(stream, 1)
+      assert_received {:opened, _}
+    end
+
+    test "a stream acks each batch once the consumer asks past it", %{client: client, small: small} do
+      parent = self()
+
+      stream =
+        HFBridge.stream("parquet",
+          client: client,
+          data_files: small,
+          batch_size: 10,
+          on_open: &send(parent, {:opened, &1})
+        )
+
+      # While the consumer holds batch 3 (asking for it acknowledged batch 2),
+      # a resume by token continues at batch 3.
+      seqs =
+        Enum.reduce_while(stream, [], fn batch, acc ->
+          if batch.seq == 3 do
+            assert_received {:opened, %{resume_token: token}}
+            {:ok, resumed} = Session.resume(client, token)
+            assert {:ok, %Batch{seq: 3} = again} = Session.next_batch(resumed)
+            assert ids(again) == ids(batch)
+            Session.close(resumed)
+            {:halt, acc ++ [batch.seq]}
+          else
+            {:cont, acc ++ [batch.seq]}
+          end
+        end)
+
+      assert seqs == [0, 1, 2, 3]
+    end
+
+    test "a halted stream releases its checkpoint", %{client: client, small: small} do
+      parent = self()
+
+      assert [_, _] =
+               HFBridge.stream("parquet",
+                 client: client,
+                 data_files: small,
+                 batch_size: 10,
+                 on_open: &send(parent, {:opened, &1})
+               )
+               |> Enum.take(2)
+
+      assert_received {:opened, %{resume_token: token}}
+      assert {:error, %HFBridge.Error{code: :not_found}} = Session.resume(client, token)
+    end
+
+    test "a killed consumer closes its session", %{client: client, large: large} do
+      parent = self()
+
+      consumer =
+        spawn(fn ->
+          HFBridge.rows("parquet",
+            client: client,
+            data_files: large,
+            batch_size: 100,
+            on_open: &send(parent, {:opened, &1})
+          )
+          |> Enum.each(fn _row ->
+            send(parent, :reading)
+            Process.sleep(:infinity)
+          end)
+        end)
+
+      assert_receive {:opened, %{session_id: id, session: session}}, 60_000
+      assert_receive :reading, 60_000
+      ref = Process.monitor(session)
+      Process.exit(consumer, :kill)
+      assert_receive {:DOWN, ^ref, :process, ^session, _}, 30_000
+      assert_closed_on_server(client, id)
+    end
+  end
+
+  describe "sessions" do
+    test "read, ack, resume: continues exactly after the acked batch", %{client: client, small: small} do
+      {:ok, session} = HFBridge.open(client, "parquet", data_files: small, batch_size: 10)
+      assert {:ok, %Batch{seq: 0} = b0} = Session.next_batch(session)
+      assert {:ok, %Batch{seq: 1}} = Session.next_batch(session)
+      assert {:ok, %Batch{seq: 2} = b2} = Session.next_batch(session)
+      assert ids(b0) == Enum.to_list(0..9)
+      assert :ok = Session.ack(session, 1)
+
+      {:ok, resumed} = Session.resume(client, Session.resume_token(session))
+      assert {:ok, %Batch{seq: 2} = again} = Session.next_batch(resumed)
+      assert ids(again) == ids(b2)
+
+      rest = Stream.repeatedly(fn -> Session.next_batch(resumed) end) |> Enum.take_while(&match?({:ok, _}, &1))
+      assert Enum.flat_map(rest, fn {:ok, b} -> ids(b) end) == Enum.to_list(30..99)
+      assert :done = Session.next_batch(resumed)
+      assert :ok = Session.close(resumed)
+      assert :ok = Session.close(session)
+      assert :ok = Session.close(session)
+    end
+
+    test "a resumed stream continues after the acked batch", %{client: client, small: small} do
+      {:ok, session} = HFBridge.open(client, "parquet", data_files: small, batch_size: 25)
+      {:ok, %Batch{seq: 0}} = Session.next_batch(session)
+      :ok = Session.ack(session, 0)
+      token = Session.resume_token(session)
+
+      ids = HFBridge.rows("parquet", client: client, resume_token: token) |> Enum.map(& &1["id"])
+      assert ids == Enum.to_list(25..99)
+      Session.close(session)
+    end
+
+    test "session info has the id, token, schema and features", %{client: client, small: small} do
+      {:ok, session} = HFBridge.open(client, "parquet", data_files: small, batch_size: 7)
+      info = Session.info(session)
+      assert is_binary(info.session_id) and info.session_id != ""
+      assert is_binary(info.resume_token) and info.resume_token != ""
+      assert info.next_seq == 0
+      assert info.batch_size == 7
+      assert {:ok, schema} = HFBridge.Arrow.read_schema(info.arrow_schema)
+      assert Enum.map(schema.fields, & &1.name) == ["id", "text"]
+      assert Session.id(session) == info.session_id
+      Session.close(session)
+      assert {:error, %HFBridge.Error{code: :closed}} = Session.next_batch(session)
+    end
+
+    test "the session closes when the process that opened it exits", %{client: client, small: small} do
+      parent = self()
+
+      {pid, ref} =
+        spawn_monitor(fn ->
+          {:ok, session} = HFBridge.open(client, "parquet", data_files: small)
+          send(parent, {:session, session, Session.id(session)})
+        end)
+
+      assert_receive {:session, session, id}, 60_000
+      assert_receive {:DOWN, ^ref, :process, ^pid, :normal}
+      session_ref = Process.monitor(session)
+      assert_receive {:DOWN, ^session_ref, :process, ^session, _}, 30_000
+      assert_closed_on_server(client, id)
+    end
+
+    test "an explicit owner keeps the session alive past its opener", %{client: client, small: small} do
+      parent = self()
+
+      task =
+        Task.async(fn ->
+          {:ok, session} = HFBridge.open(client, "parquet", data_files: small, owner: parent)
+          session
+        end)
+
+      session = Task.await(task, 60_000)
+      assert {:ok, %Batch{seq: 0}} = Session.next_batch(session)
+      Session.close(session)
+    end
+
+    test "resuming an unknown token is NOT_FOUND", %{client: client} do
+      assert {:error, %HFBridge.Error{code: code}} = Session.resume(client, "no-such-token")
+      assert code in [:not_found, :invalid_argument]
+    end
+  end
+end

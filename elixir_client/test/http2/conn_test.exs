@@ -1,0 +1,153 @@
+defmodule HFBridge.HTTP2.ConnTest do
+  use ExUnit.Case, async: true
+
+  alias HFBridge.HPACK
+  alias HFBridge.HTTP2.{Conn, Frame}
+
+  defp frames(iodata) do
+    decode_all(IO.iodata_to_binary(iodata), [])
+  end
+
+  defp decode_all("", acc), do: Enum.reverse(acc)
+
+  defp decode_all(bin, acc) do
+    {:ok, frame, rest} = Frame.decode(bin, 16_777_215)
+    decode_all(rest, [frame | acc])
+  end
+
+  defp ready(opts \\ [], server_settings \\ []) do
+    {conn, preface} = Conn.preface(Conn.new(opts))
+    "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" <> rest = IO.iodata_to_binary(preface)
+    sent = frames(rest)
+
+    {:ok, conn, [{:settings, _}], ack} =
+      Conn.receive_data(conn, IO.iodata_to_binary(Frame.settings(server_settings)))
+
+    assert [{:settings, true, []}] = frames(ack)
+    {conn, sent}
+  end
+
+  test "preface announces the stream window and raises the connection window" do
+    {_conn, sent} = ready(stream_window: 1_000_000, connection_window: 40_000_000)
+
+    assert [{:settings, false, settings}, {:window_update, 0, inc}] = sent
+    assert settings[:initial_window_size] == 1_000_000
+    assert settings[:enable_push] == 0
+    assert inc == 40_000_000 - 65_535
+  end
+
+  test "the first server frame must be SETTINGS" do
+    {conn, _} = Conn.preface(Conn.new())
+
+    assert {:error, _, %HFBridge.Error{code: :protocol_error}, out} =
+             Conn.receive_data(conn, IO.iodata_to_binary(Frame.ping("12345678", false)))
+
+    assert [{:goaway, 0, :protocol_error, _}] = frames(out)
+  end
+
+  test "PING is answered with the same payload" do
+    {conn, _} = ready()
+
+    {:ok, _conn, [], out} =
+      Conn.receive_data(conn, IO.iodata_to_binary(Frame.ping("abcdefgh", false)))
+
+    assert [{:ping, true, "abcdefgh"}] = frames(out)
+  end
+
+  test "stream credit is returned only as the consumer takes data" do
+    {conn, _} = ready(stream_window: 1000, connection_window: 1_000_000)
+    {:ok, conn, sid, _} = Conn.open_stream(conn, [{":path", "/"}], true)
+
+    {:ok, conn, [{:data, ^sid, _, false}], out} =
+      Conn.receive_data(conn, IO.iodata_to_binary(Frame.data(sid, :binary.copy("a", 900), false)))
+
+    # no stream-level WINDOW_UPDATE on receipt
+    assert frames(out) == []
+    # the consumer took nothing yet: nothing to return
+    assert {conn, []} = Conn.update_stream_credit(conn, sid, 0, 5)
+    # it took 800 bytes: credit goes back up to window - unconsumed
+    {conn, out} = Conn.update_stream_credit(conn, sid, 800, 5)
+    assert [{:window_update, ^sid, 800}] = frames(out)
+
+    # a message larger than the window gets enough credit to complete
+    {_conn, out} = Conn.update_stream_credit(conn, sid, 0, 5_000)
+    assert [{:window_update, ^sid, inc}] = frames(out)
+    assert inc == 5_000 - 100 - 900
+  end
+
+  test "exceeding the stream window is a flow-control error" do
+    {conn, _} = ready(stream_window: 100)
+    {:ok, conn, sid, _} = Conn.open_stream(conn, [{":path", "/"}], true)
+
+    assert {:error, _, %HFBridge.Error{code: :flow_control_error}, _} =
+             Conn.receive_data(
+               conn,
+               IO.iodata_to_binary(Frame.data(sid, :binary.copy("a", 101), false))
+             )
+  end
+
+  test "request data waits for send window and is cut to the frame size" do
+    {conn, _} = ready([], initial_window_size: 10)
+    {:ok, conn, sid, _} = Conn.open_stream(conn, [{":path", "/"}], false)
+    {conn, out} = Conn.send_data(conn, sid, :binary.copy("b", 25), true)
+    assert [{:data, ^sid, "bbbbbbbbbb", false, 10}] = frames(out)
+
+    {:ok, conn, [], out} =
+      Conn.receive_data(conn, IO.iodata_to_binary(Frame.window_update(sid, 100)))
+
+    assert [{:data, ^sid, rest, true, 15}] = frames(out)
+    assert byte_size(rest) == 15
+    assert conn.streams[sid].local_closed?
+  end
+
+  test "max concurrent streams from the peer's SETTINGS" do
+    {conn, _} = ready([], max_concurrent_streams: 1)
+    assert Conn.can_open?(conn)
+    {:ok, conn, _sid, _} = Conn.open_stream(conn, [{":path", "/"}], true)
+    refute Conn.can_open?(conn)
+  end
+
+  test "HEADERS + CONTINUATION are joined; interleaved frames are an error" do
+    {conn, _} = ready()
+    {:ok, conn, sid, _} = Conn.open_stream(conn, [{":path", "/"}], true)
+
+    {block, _} =
+      HPACK.encode([{":status", "200"}, {"x-long", :binary.copy("v", 100)}], HPACK.new())
+
+    bin = IO.iodata_to_binary(Frame.headers(sid, block, false, 20))
+
+    assert {:ok, _conn, [{:headers, ^sid, [{":status", "200"}, {"x-long", _}], false}], _} =
+             Conn.receive_data(conn, bin)
+
+    <<first::binary-size(29), _::binary>> = bin
+
+    assert {:error, _, %HFBridge.Error{code: :protocol_error}, _} =
+             Conn.receive_data(conn, first <> IO.iodata_to_binary(Frame.ping("12345678", false)))
+  end
+
+  test "oversized header lists reset the stream but keep the connection" do
+    {conn, _} = ready(max_header_list_size: 1_000)
+    {:ok, conn, sid, _} = Conn.open_stream(conn, [{":path", "/"}], true)
+
+    {block, _} =
+      HPACK.encode([{":status", "200"}, {"x-big", :binary.copy("v", 2_000)}], HPACK.new())
+
+    assert {:ok, conn, [{:stream_error, ^sid, %HFBridge.Error{code: :resource_exhausted}}], out} =
+             Conn.receive_data(
+               conn,
+               IO.iodata_to_binary(Frame.headers(sid, block, false, 16_384))
+             )
+
+    assert [{:rst_stream, ^sid, :protocol_error}] = frames(out)
+    assert Conn.open_streams(conn) == 0
+  end
+
+  test "GOAWAY is reported and blocks new streams" do
+    {conn, _} = ready()
+
+    {:ok, conn, [{:goaway, 0, :no_error, "bye"}], _} =
+      Conn.receive_data(conn, IO.iodata_to_binary(Frame.goaway(0, :no_error, "bye")))
+
+    refute Conn.can_open?(conn)
+  end
+end

@@ -1,0 +1,161 @@
+"""The Export RPC side: `export_events` runs the job in a subprocess, streams progress, ends with the manifest."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from export_support import make_parquet_dataset
+
+from py_worker.config import ServerConfig
+from py_worker.errors import FailedPrecondition, InvalidArgument, PermissionDenied
+from py_worker.export.engine import Progress
+from py_worker.export.progress import ProgressPrinter, Throttle, format_progress, human_bytes
+from py_worker.export.service import export_events
+from py_worker.spec import DatasetSpec
+from py_worker.wire import pb
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    return make_parquet_dataset(tmp_path_factory.mktemp("src"), n_files=3, rows_per_file=2000, text_len=30)
+
+
+def _request(data_dir: Path, dest: Path | str, **kw) -> pb.ExportRequest:
+    spec = DatasetSpec(path="parquet", data_files=(("train", (str(data_dir / "*.parquet"),)),))
+    return pb.ExportRequest(spec=spec.to_proto(), destination=str(dest), **kw)
+
+
+def _config(tmp: Path, data_dir: Path) -> ServerConfig:
+    return ServerConfig(data_roots=[data_dir.parent], export_roots=[tmp], state_dir=tmp / "state")
+
+
+async def _collect(request, config) -> list:
+    return [ev async for ev in export_events(request, config)]
+
+
+def _job_children() -> list[int]:
+    """Pids of this process's children running the export job."""
+    me = os.getpid()
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            cmd = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == me and b"py_worker.export.job" in cmd:
+            out.append(int(entry))
+    return out
+
+
+def test_export_events_stream_progress_then_the_manifest(tmp_path, data_dir):
+    dest = tmp_path / "out"
+    events = asyncio.run(_collect(_request(data_dir, dest, max_file_bytes=20_000, row_group_rows=500), _config(tmp_path, data_dir)))
+    kinds = [ev.WhichOneof("event") for ev in events]
+    assert kinds[-1] == "result" and kinds.count("result") == 1
+    assert "progress" in kinds
+    progress = [ev.progress for ev in events if ev.WhichOneof("event") == "progress"]
+    assert [p.rows for p in progress] == sorted(p.rows for p in progress)
+    assert progress[-1].rows == 6000 and progress[-1].total_rows == 6000
+    result = events[-1].result
+    assert result.rows == 6000 and result.files > 1
+    assert result.manifest_uri == str(dest / "_manifest.json")
+    manifest = json.loads(result.manifest_json)
+    assert manifest == json.loads((dest / "_manifest.json").read_text())
+    assert manifest["totals"] == {"rows": 6000, "bytes": result.bytes, "files": result.files}
+    assert not _job_children()
+
+
+def test_bad_requests_fail_fast_with_status_codes(tmp_path, data_dir):
+    config = _config(tmp_path, data_dir)
+    with pytest.raises(PermissionDenied):
+        asyncio.run(_collect(_request(data_dir, "/somewhere/else"), config))
+    with pytest.raises(InvalidArgument):
+        asyncio.run(_collect(_request(data_dir, tmp_path / "x", compression="lzma"), config))
+    bad_spec = _request(data_dir, tmp_path / "x")
+    bad_spec.spec.shard_index = 3
+    with pytest.raises(InvalidArgument):
+        asyncio.run(_collect(bad_spec, config))
+    # Errors found by the job process come back with their code and message.
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "data.bin").write_bytes(b"x")
+    with pytest.raises(FailedPrecondition) as err:
+        asyncio.run(_collect(_request(data_dir, tmp_path / "full"), config))
+    assert "not empty" in str(err.value)
+    assert not _job_children()
+
+
+def test_cancel_stops_the_job_and_resume_finishes_it(tmp_path, data_dir):
+    config = _config(tmp_path, data_dir)
+    dest = tmp_path / "cancelled"
+    request = _request(data_dir, dest, max_file_bytes=4_000, row_group_rows=100, batch_size=2)
+    seen: list = []
+
+    async def consume() -> None:
+        async for ev in export_events(request, config):
+            seen.append(ev)
+
+    async def cancel_after_progress() -> list[int]:
+        task = asyncio.ensure_future(consume())
+        while not any(ev.WhichOneof("event") == "progress" and ev.progress.files >= 1 for ev in seen):
+            assert not task.done(), "the export finished before it could be cancelled"
+            await asyncio.sleep(0.01)
+        running = _job_children()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return running
+
+    running = asyncio.run(cancel_after_progress())
+    assert len(running) == 1
+    assert not _job_children()  # the job process is gone once the cancelled call returns
+    assert not (dest / "_manifest.json").exists()
+    assert all(ev.WhichOneof("event") == "progress" for ev in seen)
+
+    events = asyncio.run(_collect(_request(data_dir, dest, max_file_bytes=4_000, row_group_rows=100, batch_size=2, resume=True), config))
+    result = events[-1].result
+    assert result.rows == 6000
+    ids = []
+    import pyarrow.parquet as pq
+
+    for f in json.loads(result.manifest_json)["files"]:
+        ids.extend(pq.read_table(dest / f["path"], columns=["id"]).column("id").to_pylist())
+    assert ids == list(range(6000))
+
+
+def test_progress_formatting_and_throttle():
+    p = Progress(rows=5000, bytes=2_500_000, files=2, total_rows=10_000, elapsed_seconds=2.0)
+    line = format_progress(p)
+    assert "5,000 / 10,000 rows" in line and "50.0%" in line and "2.5 MB" in line and "2,500 rows/s" in line
+    assert "ETA 0:00:02" in line
+    assert "ETA" not in format_progress(Progress(10, 0, 0, None, 1.0))
+    assert human_bytes(999) == "999 B" and human_bytes(1_500) == "1.5 kB"
+
+    now = [0.0]
+    t = Throttle(0.25, clock=lambda: now[0])
+    passed = []
+    for _ in range(100):
+        passed.append(t.ready())
+        now[0] += 0.01
+    assert sum(passed) == 4  # 1 s of updates every 10 ms, at most 4 per second
+
+    import io
+
+    out = io.StringIO()
+    printer = ProgressPrinter(out, tty=False, line_interval=0.0)
+    printer(p)
+    printer.finish("done")
+    assert out.getvalue().splitlines() == [line, "done"]
+    tty = io.StringIO()
+    bar = ProgressPrinter(tty, tty=True)
+    bar(p)
+    bar.finish("done")
+    assert tty.getvalue().startswith("\r" + line) and tty.getvalue().endswith("done\n")
