@@ -52,7 +52,7 @@ def _interrupt(*_: object) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line flags."""
-    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench", description="hf_bridge benchmarks: ours against baselines measured in the same run, on the same data")
     p.add_argument("--size-mb", type=int, default=None,
                    help="Parquet size of the data set in MiB (default 500; 50 with --quick)")
     p.add_argument("--quick", action="store_true",

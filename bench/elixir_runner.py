@@ -23,6 +23,7 @@ class Elixir:
         self.compiled = False
 
     def env(self) -> dict[str, str]:
+        """The environment of mix: prod build in its own build dir, warnings not fatal."""
         env = base_env()
         env["MIX_ENV"] = "prod"
         env["MIX_BUILD_PATH"] = self.build_path
@@ -53,6 +54,7 @@ class Elixir:
         return True
 
     def version(self) -> str:
+        """`elixir --version`, one line."""
         try:
             out = subprocess.run(["elixir", "--version"], capture_output=True, text=True, timeout=60).stdout
         except (OSError, subprocess.TimeoutExpired):

@@ -12,7 +12,7 @@ Commands:
   json-server     grpcio server sending each batch's rows as one JSON message
   export          plain pyarrow read-and-write of the Parquet shards
   pylist          pyarrow `Table.to_pylist()` materialisation rate
-  ipc-read        pyarrow reading single-batch IPC streams from memory
+  ipc-read        pyarrow reading single-batch IPC streams from memory into Python column lists
 """
 
 from __future__ import annotations
@@ -40,9 +40,20 @@ GRPC_OPTIONS = [
 
 
 def result(**fields: Any) -> None:
-    """Print the measurement line the orchestrator parses."""
+    """Print the measurement line the orchestrator parses (with this process's CPU seconds)."""
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    fields.setdefault("cpu_seconds", round(ru.ru_utime + ru.ru_stime, 3))
     sys.stdout.write("RESULT " + json.dumps(fields) + "\n")
     sys.stdout.flush()
+
+
+def _cpu() -> float:
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
 
 
 def _ready(port: int) -> None:
@@ -65,6 +76,7 @@ def _files(pattern: str) -> list[str]:
 # ---- A: in-process datasets streaming --------------------------------------------
 
 def cmd_a(args: argparse.Namespace) -> None:
+    """A: load the Parquet set with `datasets` streaming and iterate Arrow batches in-process."""
     import datasets
 
     datasets.disable_progress_bars()
@@ -121,6 +133,7 @@ def _serve_generic(path: str, handler_fn) -> None:
 
 
 def cmd_raw_server(args: argparse.Namespace) -> None:
+    """B server: stream the pre-built IPC messages of the whole table on every call."""
     messages = _ipc_messages(args.arrow_file, args.batch_size)
 
     def read(request: bytes, context: Any) -> Iterator[bytes]:
@@ -130,10 +143,12 @@ def cmd_raw_server(args: argparse.Namespace) -> None:
 
 
 def cmd_raw_client(args: argparse.Namespace) -> None:
+    """B client: receive every message, count bytes."""
     import grpc
 
     channel = grpc.insecure_channel(f"127.0.0.1:{args.port}", options=GRPC_OPTIONS)
     call = channel.unary_stream(RAW_PATH, request_serializer=None, response_deserializer=None)
+    c0 = _cpu()
     t0 = time.perf_counter()
     nbytes = 0
     messages = 0
@@ -141,13 +156,15 @@ def cmd_raw_client(args: argparse.Namespace) -> None:
         nbytes += len(data)
         messages += 1
     seconds = time.perf_counter() - t0
+    cpu = _cpu() - c0
     channel.close()
-    result(bytes=nbytes, messages=messages, seconds=seconds)
+    result(bytes=nbytes, messages=messages, seconds=seconds, cpu_seconds=round(cpu, 3))
 
 
 # ---- C: pyarrow.flight ----------------------------------------------------------
 
 def cmd_flight_server(args: argparse.Namespace) -> None:
+    """C server: do_get returns the in-memory table in batches of `batch_size` rows."""
     import pyarrow as pa
     import pyarrow.flight as flight
 
@@ -166,9 +183,11 @@ def cmd_flight_server(args: argparse.Namespace) -> None:
 
 
 def cmd_flight_client(args: argparse.Namespace) -> None:
+    """C client: do_get and count the Arrow buffer bytes received."""
     import pyarrow.flight as flight
 
     client = flight.connect(f"grpc://127.0.0.1:{args.port}")
+    c0 = _cpu()
     t0 = time.perf_counter()
     reader = client.do_get(flight.Ticket(b"all"))
     nbytes = 0
@@ -177,13 +196,15 @@ def cmd_flight_client(args: argparse.Namespace) -> None:
         nbytes += chunk.data.get_total_buffer_size()
         rows += chunk.data.num_rows
     seconds = time.perf_counter() - t0
+    cpu = _cpu() - c0
     client.close()
-    result(bytes=nbytes, rows=rows, seconds=seconds)
+    result(bytes=nbytes, rows=rows, seconds=seconds, cpu_seconds=round(cpu, 3))
 
 
 # ---- D: rows as JSON over gRPC --------------------------------------------------
 
 def cmd_json_server(args: argparse.Namespace) -> None:
+    """D server: each batch's rows as one JSON array message (datasets -> to_pylist -> json.dumps)."""
     import datasets
 
     datasets.disable_progress_bars()
@@ -203,6 +224,7 @@ def cmd_json_server(args: argparse.Namespace) -> None:
 # ---- export baseline -----------------------------------------------------------
 
 def cmd_export(args: argparse.Namespace) -> None:
+    """Export baseline: read every shard with pyarrow and write one zstd Parquet file with a page index."""
     import pyarrow.parquet as pq
 
     files = _files(args.files)
@@ -226,6 +248,7 @@ def cmd_export(args: argparse.Namespace) -> None:
 # ---- rows / IPC reader baselines ---------------------------------------------------
 
 def cmd_pylist(args: argparse.Namespace) -> None:
+    """Rows baseline: pyarrow `RecordBatch.to_pylist()` over the first `rows` rows."""
     import pyarrow.parquet as pq
 
     files = _files(args.files)
@@ -245,6 +268,7 @@ def cmd_pylist(args: argparse.Namespace) -> None:
 
 
 def cmd_ipc_read(args: argparse.Namespace) -> None:
+    """Arrow reader baseline: single-batch IPC streams from memory into Python column lists."""
     import pyarrow as pa
 
     blobs = [p.read_bytes() for p in sorted(Path(args.dir).glob("*.arrows"))]
@@ -255,7 +279,8 @@ def cmd_ipc_read(args: argparse.Namespace) -> None:
     for _ in range(passes):
         for b in blobs:
             t = pa.ipc.open_stream(pa.py_buffer(b)).read_all()
-            rows += t.num_rows
+            cols = t.to_pydict()
+            rows += len(next(iter(cols.values()), []))
     seconds = time.perf_counter() - t0
     result(bytes=total * passes, rows=rows, seconds=seconds)
 

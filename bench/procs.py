@@ -85,6 +85,7 @@ class Server:
         self._log_file: Any = None
 
     def start(self, timeout: float = 90.0) -> "Server":
+        """Start the process and wait up to `timeout` s for its ready line (BenchError otherwise)."""
         stderr: Any = subprocess.DEVNULL
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -121,10 +122,12 @@ class Server:
 
     @property
     def port(self) -> int:
+        """The port of the ready line's address."""
         return int(self.address.rsplit(":", 1)[-1])
 
     @property
     def pid(self) -> int:
+        """The server's process id (the leader of its process group)."""
         assert self.proc is not None
         return self.proc.pid
 
@@ -222,6 +225,7 @@ def cpu_tree(pid: int) -> dict[int, float]:
 
 
 def cmdline(pid: int) -> str:
+    """The command line of `pid` ("" when it is gone)."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             return f.read().replace(b"\0", b" ").decode(errors="replace")

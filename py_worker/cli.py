@@ -161,7 +161,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         state_dir=Path(args.state_dir) if args.state_dir else default_state_dir(),
         limits=limits,
     )
-    return run(config, args.host, args.port, args.workers)
+    from py_worker.auth import load_token
+
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise InvalidArgument("--tls-cert and --tls-key go together")
+    try:
+        token = load_token(args.auth_token_file)
+    except (OSError, ValueError) as exc:
+        raise InvalidArgument(f"cannot read the auth token: {exc}") from exc
+    return run(config, args.host, args.port, args.workers, token, args.tls_cert, args.tls_key)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -179,6 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="directory exports may write to; repeatable (default: current directory)")
     serve.add_argument("--state-dir", metavar="DIR", default=None,
                        help="sqlite checkpoints (default: $HF_BRIDGE_STATE_DIR or ~/.cache/hf_bridge)")
+    serve.add_argument("--auth-token-file", metavar="FILE", default=None,
+                       help="require 'authorization: Bearer <token>' with the token in FILE "
+                            "(default: $HF_BRIDGE_AUTH_TOKEN when set, else no token)")
+    serve.add_argument("--tls-cert", metavar="PEM", default=None, help="serve TLS with this certificate chain")
+    serve.add_argument("--tls-key", metavar="PEM", default=None, help="private key for --tls-cert")
     add_limit_arguments(serve)
     serve.set_defaults(func=_cmd_serve)
 

@@ -69,14 +69,25 @@ def _spec(spec: DatasetSpec | Any) -> Any:
 class BridgeClient:
     """Blocking client; `target` is "host:port". Use as a context manager or call `close()`."""
 
-    def __init__(self, target: str, timeout: float | None = 120.0, max_message_bytes: int = 256 * 1024 * 1024) -> None:
+    def __init__(self, target: str, timeout: float | None = 120.0, max_message_bytes: int = 256 * 1024 * 1024,
+                 token: str | None = None, root_certificates: bytes | None = None,
+                 server_name: str | None = None) -> None:
+        """Connect to `target`; `token` adds a bearer token, `root_certificates` (PEM) switches to TLS."""
         self.target = target
         self.timeout = timeout
-        self.channel = grpc.insecure_channel(target, options=[
+        options = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.use_local_subchannel_pool", 1),  # one connection per client object
-        ])
+        ]
+        if server_name:
+            options.append(("grpc.ssl_target_name_override", server_name))
+        if root_certificates is not None:
+            creds = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+            self.channel = grpc.secure_channel(target, creds, options=options)
+        else:
+            self.channel = grpc.insecure_channel(target, options=options)
+        self.metadata = (("authorization", f"Bearer {token}"),) if token else None
         self.stub = pb_grpc.HFBridgeStub(self.channel)
 
     def __enter__(self) -> "BridgeClient":
@@ -94,7 +105,7 @@ class BridgeClient:
 
     def _call(self, method: Any, request: Any) -> Any:
         try:
-            return method(request, timeout=self.timeout)
+            return method(request, timeout=self.timeout, metadata=self.metadata)
         except grpc.RpcError as exc:
             raise _err(exc) from None
 
@@ -131,7 +142,7 @@ class BridgeClient:
     def read(self, session_id: str, max_batches: int = 0) -> Iterator[ReadBatch]:
         """ReadBatches as an iterator of decoded batches (ends after end-of-data or `max_batches`)."""
         stream = self.stub.ReadBatches(pb.ReadRequest(session_id=session_id, max_batches=max_batches),
-                                       timeout=self.timeout)
+                                       timeout=self.timeout, metadata=self.metadata)
         try:
             for b in stream:
                 table = ipc_to_table(b.arrow_ipc) if b.arrow_ipc else None

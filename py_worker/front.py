@@ -106,6 +106,7 @@ class Front:
         self.store = store
         self.sessions: dict[str, Session] = {}
         self.by_wkey: dict[str, Session] = {}
+        self.resuming: set[str] = set()
         self.opening = 0
         pool.on_message = self._on_message
         pool.on_death = self._on_worker_death
@@ -157,7 +158,7 @@ class Front:
         return s
 
     def _check_capacity(self, peer: str) -> None:
-        total = len(self.sessions) + self.opening
+        total = len(self.sessions)  # sessions still opening are already in the table
         if total >= self.limits.max_sessions:
             raise ResourceExhausted(
                 f"session limit reached: {total} open (--max-sessions {self.limits.max_sessions}); "
@@ -292,9 +293,18 @@ class Front:
         token = request.resume_token
         if not TOKEN_RE.match(token or ""):
             raise InvalidArgument("resume_token is malformed (expected the opaque token OpenSession returned)")
+        if token in self.resuming:
+            raise FailedPrecondition("this session is already being resumed by another call; retry shortly")
+        self.resuming.add(token)
+        try:
+            return await self._resume(token, peer)
+        finally:
+            self.resuming.discard(token)
+
+    async def _resume(self, token: str, peer: str) -> Any:
         rec: SessionRecord | None = await asyncio.to_thread(self.store.get, token)
         if rec is None:
-            raise NotFound("unknown resume token (the session was closed, or another --state-dir is in use)")
+            raise NotFound("unknown resume token (the session was closed, expired, or another --state-dir is in use)")
         live = self.sessions.get(rec.session_id)
         if live is not None:
             self._release(live, "superseded by ResumeSession")
@@ -350,6 +360,12 @@ class Front:
                     s.delivered_seq = item.seq
                     yield item.payload
                     return
+                if len(item.payload) > self.limits.max_message_bytes:
+                    s.buffer.appendleft(item)
+                    raise ResourceExhausted(
+                        f"batch {item.seq} is {len(item.payload)} bytes, above --max-message-bytes "
+                        f"{self.limits.max_message_bytes} (a single row is too large); raise the limit"
+                    )
                 s.pending[item.seq] = item.checkpoint
                 if len(s.pending) > MAX_PENDING_CHECKPOINTS:
                     s.pending.pop(next(iter(s.pending)))
@@ -394,10 +410,17 @@ class Front:
     async def reap_forever(self) -> None:
         """Close sessions idle longer than the TTL (their checkpoints stay resumable)."""
         ttl = self.limits.idle_ttl_seconds
+        next_purge = 0.0
         while True:
+            if time.monotonic() >= next_purge:
+                removed = await asyncio.to_thread(self.store.purge_older_than, self.limits.checkpoint_ttl_seconds)
+                if removed:
+                    log(f"checkpoints purged count={removed} (older than --checkpoint-ttl-seconds)")
+                next_purge = time.monotonic() + 3600.0
             await asyncio.sleep(min(max(ttl / 4, 0.2), 5.0))
             now = time.monotonic()
             for s in list(self.sessions.values()):
                 if not s.reading and not s.opening and now - s.last_used > ttl:
+                    await asyncio.to_thread(self.store.touch, s.token)
                     self._release(s, f"reaped after {ttl:g}s idle")
                     log(f"session reap id={s.session_id} idle={now - s.last_used:.0f}s")

@@ -26,6 +26,7 @@ class Limits:
     idle_ttl_seconds: float = 600.0
     open_deadline_seconds: float = 90.0
     prefetch_batches: int = 4
+    checkpoint_ttl_seconds: float = 30 * 86400.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -58,6 +59,7 @@ _HELP = {
     "idle_ttl_seconds": "sessions idle this long are reaped (still resumable by token)",
     "open_deadline_seconds": "deadline for opening or describing a dataset",
     "prefetch_batches": "batches prepared ahead per session",
+    "checkpoint_ttl_seconds": "stored checkpoints unused this long are deleted (resume tokens expire)",
 }
 
 

@@ -37,6 +37,8 @@ class WorkerHandle:
         self.sessions: set[str] = set()
         self.pending: dict[int, asyncio.Future] = {}
         self.alive = False
+        self.ready: asyncio.Event = asyncio.Event()
+        self.pid = 0
         self.proc: Any = None
         self.conn: Any = None
 
@@ -58,6 +60,7 @@ class WorkerHandle:
             name=f"hf-bridge-{self.name}",
             daemon=True,
         )
+        self.ready = asyncio.Event()
         proc.start()
         child.close()
         self.proc, self.conn, self.alive = proc, parent, True
@@ -102,6 +105,13 @@ class Pool:
         for w in self.workers:
             w.start()
 
+    async def wait_ready(self, timeout: float = 120.0) -> None:
+        """Wait until every worker finished its imports (or `timeout` passed)."""
+        try:
+            await asyncio.wait_for(asyncio.gather(*(w.ready.wait() for w in self.workers)), timeout)
+        except asyncio.TimeoutError:
+            log("some workers are still starting; serving anyway")
+
     def least_loaded(self) -> WorkerHandle:
         """The live worker with the fewest sessions (Unavailable when none is alive)."""
         live = [w for w in self.workers if w.alive]
@@ -121,6 +131,10 @@ class Pool:
             worker.pending.pop(req, None)
 
     def _dispatch(self, worker: WorkerHandle, header: tuple, payload: bytes | None) -> None:
+        if header[0] == "ready":
+            worker.pid = header[1]
+            worker.ready.set()
+            return
         if header[0] == "reply":
             _, req, ok, value, _has = header
             fut = worker.pending.get(req)

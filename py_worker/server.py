@@ -6,11 +6,13 @@ import asyncio
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from py_worker.auth import BearerAuth
 from py_worker.checkpoints import CheckpointStore
 from py_worker.config import ServerConfig
 from py_worker.errors import BridgeError, Internal, from_exception
@@ -88,8 +90,13 @@ def build_handlers(front: Front, config: ServerConfig) -> grpc.GenericRpcHandler
     return grpc.method_handlers_generic_handler(SERVICE_NAME, methods)
 
 
-async def serve(config: ServerConfig, host: str = "127.0.0.1", port: int = 0, workers: int = 2) -> int:
-    """Run the server until SIGTERM/SIGINT; prints `HF_BRIDGE_READY host:port` on stdout when ready."""
+async def serve(config: ServerConfig, host: str = "127.0.0.1", port: int = 0, workers: int = 2,
+                auth_token: str | None = None, tls_cert: str | None = None, tls_key: str | None = None) -> int:
+    """Run the server until SIGTERM/SIGINT; prints `HF_BRIDGE_READY host:port` on stdout when ready.
+
+    With `auth_token`, every RPC but health needs `authorization: Bearer <token>`;
+    with `tls_cert`/`tls_key` (PEM files) the port speaks TLS.
+    """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -98,9 +105,11 @@ async def serve(config: ServerConfig, host: str = "127.0.0.1", port: int = 0, wo
     store = CheckpointStore(config.state_dir)
     pool = Pool(config, workers)
     pool.start()
+    await pool.wait_ready()
     front = Front(config, pool, store)
     size = config.limits.max_message_bytes
-    server = grpc.aio.server(options=[
+    interceptors = [BearerAuth(auth_token)] if auth_token else []
+    server = grpc.aio.server(interceptors=interceptors, options=[
         ("grpc.max_send_message_length", size),
         ("grpc.max_receive_message_length", size),
         ("grpc.so_reuseport", 0),
@@ -108,7 +117,11 @@ async def serve(config: ServerConfig, host: str = "127.0.0.1", port: int = 0, wo
     server.add_generic_rpc_handlers((build_handlers(front, config),))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    if tls_cert and tls_key:
+        creds = grpc.ssl_server_credentials([(Path(tls_key).read_bytes(), Path(tls_cert).read_bytes())])
+        bound = server.add_secure_port(f"{host}:{port}", creds)
+    else:
+        bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         log(f"cannot listen on {host}:{port}")
         await pool.shutdown()
@@ -120,7 +133,8 @@ async def serve(config: ServerConfig, host: str = "127.0.0.1", port: int = 0, wo
     shown = f"[{host}]" if ":" in host else host
     sys.stdout.write(f"HF_BRIDGE_READY {shown}:{bound}\n")
     sys.stdout.flush()
-    log(f"listening on {shown}:{bound} with {workers} worker(s); data roots: "
+    log(f"listening on {shown}:{bound} ({'TLS' if tls_cert else 'plaintext'}"
+        f"{', bearer token required' if auth_token else ''}) with {workers} worker(s); data roots: "
         f"{', '.join(map(str, config.data_roots))}; state: {config.state_dir}")
     try:
         await stop.wait()
@@ -137,6 +151,7 @@ async def serve(config: ServerConfig, host: str = "127.0.0.1", port: int = 0, wo
     return 0
 
 
-def run(config: ServerConfig, host: str, port: int, workers: int) -> int:
+def run(config: ServerConfig, host: str, port: int, workers: int, auth_token: str | None = None,
+        tls_cert: str | None = None, tls_key: str | None = None) -> int:
     """Blocking entry used by the CLI."""
-    return asyncio.run(serve(config, host, port, workers))
+    return asyncio.run(serve(config, host, port, workers, auth_token, tls_cert, tls_key))

@@ -417,8 +417,8 @@ def open_iterable(spec: DatasetSpec, config: "ServerConfig") -> "datasets.Iterab
     return ds
 
 
-def _open(spec: DatasetSpec, config: "ServerConfig"):
-    builder = _builder(spec, config)
+def _open(spec: DatasetSpec, config: "ServerConfig", builder: Any = None):
+    builder = builder if builder is not None else _builder(spec, config)
     names = _split_names(builder)
     if names and spec.split_name not in names:
         raise NotFound(f"split '{spec.split_name}' not found; available splits: {names}")
@@ -507,7 +507,7 @@ def _describe(spec: DatasetSpec, config: "ServerConfig") -> Any:
         from dataclasses import replace
 
         spec = replace(spec, split=names[0])
-    ds, _ = _open(spec, config)
+    ds, _ = _open(spec, config, builder)
     features = known_features(ds, spec)
     info = pb.DatasetInfo(
         features_json=features_json(features),

@@ -10,6 +10,7 @@ Worker -> front messages (pickled header, then an optional raw payload frame):
   ("reply", req, ok, value)            value: result dict, or (code_name, message)
   ("batch", sid, seq, num_rows, checkpoint_json, end)   + payload (a serialised Batch)
   ("error", sid, code_name, message)   the session's iteration failed
+  ("ready", pid)                       sent once, after the heavy imports
 
 Each session has one thread that opens the dataset, iterates
 `with_format("arrow").iter(batch_size)`, splits tables by the byte cap,
@@ -268,6 +269,21 @@ class Worker:
             s.close()
 
 
+def tune_datasets() -> None:
+    """Process-wide `datasets` settings for serving.
+
+    `datasets` sleeps 5 s whenever a shuffled multi-file Parquet iteration
+    ends, a guard for a pyarrow thread-shutdown bug (apache/arrow#45214) that
+    its own Parquet reader only works around up to pyarrow 24; with newer
+    pyarrow the sleep only delays end-of-data, so it is turned off.
+    """
+    import datasets.config
+    import pyarrow
+
+    if int(pyarrow.__version__.split(".")[0]) >= 25:
+        datasets.config.SLEEP_TIME_ON_THREADS_SHUTDOWN = 0
+
+
 def worker_main(conn: Any, config_dict: dict, name: str) -> None:
     """Entry point of a worker process (multiprocessing spawn target); always leaves with os._exit."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -279,11 +295,20 @@ def worker_main(conn: Any, config_dict: dict, name: str) -> None:
 
         datasets.disable_progress_bars()
         datasets.logging.set_verbosity_error()
-        Worker(conn, ServerConfig.from_dict(config_dict), name).run()
+        tune_datasets()
+        worker = Worker(conn, ServerConfig.from_dict(config_dict), name)
+        worker.send(("ready", os.getpid()))
+        worker.run()
     except BaseException:  # noqa: BLE001
         _log(name, "worker crashed: " + traceback.format_exc().replace("\n", " | "))
         code = 1
     finally:
+        try:  # unlink semaphores (tqdm's lock) so the resource tracker has nothing to report
+            import multiprocessing.util
+
+            multiprocessing.util._run_finalizers()
+        except Exception:  # noqa: BLE001
+            pass
         sys.stderr.flush()
         # datasets + pyarrow can abort during interpreter finalisation after
         # streaming; leave without running it.

@@ -187,3 +187,36 @@ class MotoS3:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+class BridgeServer:
+    """`python -m py_worker serve --port 0` in a subprocess; `target` is host:port once it is ready."""
+
+    def __init__(self, data_root: Path, export_root: Path, state_dir: Path) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "py_worker", "serve", "--port", "0", "--workers", "1",
+             "--data-root", str(data_root), "--export-root", str(export_root), "--state-dir", str(state_dir)],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=cli_env(), cwd=str(REPO),
+        )
+        self.target = ""
+        deadline = time.monotonic() + 60
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.startswith("HF_BRIDGE_READY "):
+                self.target = line.split()[1]
+                break
+            if time.monotonic() > deadline:
+                break
+        if not self.target:
+            self.stop()
+            raise RuntimeError("hf_bridge server did not become ready")
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL)."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()

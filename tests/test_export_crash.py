@@ -29,12 +29,12 @@ def _checkpoint_files(dest: Path) -> int:
 
 
 def test_kill_9_then_resume_equals_uninterrupted(tmp_path):
-    data = make_parquet_dataset(tmp_path / "src", n_files=4, rows_per_file=3000, text_len=40)
-    ref = tmp_path / "ref"
-    done = run_cli([*spec_args(data), str(ref), *ARGS])
-    assert done.returncode == 0, done.stderr
-    reference = json.loads((ref / "_manifest.json").read_text())
-    assert reference["totals"]["rows"] == 12000 and len(reference["files"]) > 10
+    data = make_parquet_dataset(tmp_path / "src", n_files=4, rows_per_file=2000, text_len=40)
+    # The reference runs in-process with the options the CLI flags give.
+    reference = _engine_export(
+        tmp_path, data, "ref", {}, plain_options=dict(batch_size=20, max_file_bytes=6000, row_group_rows=100)
+    ).manifest
+    assert reference["totals"]["rows"] == 8000 and len(reference["files"]) > 10
 
     dest = tmp_path / "crash"
     proc = subprocess.Popen(
@@ -78,7 +78,10 @@ def test_kill_9_then_resume_equals_uninterrupted(tmp_path):
     assert sorted(p.name for p in dest.iterdir()) == sorted(["_manifest.json"] + [f["path"] for f in result["files"]])
 
 
-def _engine_export(tmp: Path, data: Path, name: str, spec_kw: dict, stop_after_files: int | None = None, **opts):
+def _engine_export(
+    tmp: Path, data: Path, name: str, spec_kw: dict, stop_after_files: int | None = None,
+    plain_options: dict | None = None, **opts,
+):
     """Run the engine in-process; with `stop_after_files` cancel once that many files are published."""
     from py_worker.config import ServerConfig
     from py_worker.export.destination import resolve_destination
@@ -97,7 +100,7 @@ def _engine_export(tmp: Path, data: Path, name: str, spec_kw: dict, stop_after_f
     def should_stop() -> bool:
         return stop_after_files is not None and seen["files"] >= stop_after_files
 
-    options = ExportOptions(batch_size=25, max_file_bytes=3000, row_group_rows=60, **opts)
+    options = ExportOptions(**(plain_options or dict(batch_size=25, max_file_bytes=3000, row_group_rows=60)), **opts)
     return run_export(spec, dest, options, config, progress=progress, should_stop=should_stop)
 
 
@@ -123,7 +126,7 @@ def test_shuffled_export_refuses_inexact_resume(tmp_path):
     from py_worker.errors import FailedPrecondition
     from py_worker.export.engine import Cancelled
 
-    data = make_parquet_dataset(tmp_path / "src", n_files=2, rows_per_file=500)
+    data = make_parquet_dataset(tmp_path / "src", n_files=1, rows_per_file=1000)
     kw = {"shuffle": True, "seed": 5, "shuffle_buffer": 100}
     with pytest.raises(Cancelled):
         _engine_export(tmp_path, data, "sh", kw, stop_after_files=2)

@@ -93,7 +93,13 @@ def test_bad_requests_fail_fast_with_status_codes(tmp_path, data_dir):
     assert not _job_children()
 
 
-def test_cancel_stops_the_job_and_resume_finishes_it(tmp_path, data_dir):
+@pytest.fixture(scope="module")
+def small_dir(tmp_path_factory) -> Path:
+    return make_parquet_dataset(tmp_path_factory.mktemp("small"), n_files=2, rows_per_file=800)
+
+
+def test_cancel_stops_the_job_and_resume_finishes_it(tmp_path, small_dir):
+    data_dir = small_dir
     config = _config(tmp_path, data_dir)
     dest = tmp_path / "cancelled"
     request = _request(data_dir, dest, max_file_bytes=4_000, row_group_rows=100, batch_size=2)
@@ -122,13 +128,13 @@ def test_cancel_stops_the_job_and_resume_finishes_it(tmp_path, data_dir):
 
     events = asyncio.run(_collect(_request(data_dir, dest, max_file_bytes=4_000, row_group_rows=100, batch_size=2, resume=True), config))
     result = events[-1].result
-    assert result.rows == 6000
+    assert result.rows == 1600
     ids = []
     import pyarrow.parquet as pq
 
     for f in json.loads(result.manifest_json)["files"]:
         ids.extend(pq.read_table(dest / f["path"], columns=["id"]).column("id").to_pylist())
-    assert ids == list(range(6000))
+    assert ids == list(range(1600))
 
 
 def test_progress_formatting_and_throttle():
@@ -149,13 +155,70 @@ def test_progress_formatting_and_throttle():
 
     import io
 
+    # The printer's rate counts from the first rows it saw (a resumed export starts high).
     out = io.StringIO()
     printer = ProgressPrinter(out, tty=False, line_interval=0.0)
-    printer(p)
+    printer(Progress(rows=4000, bytes=0, files=0, total_rows=10_000, elapsed_seconds=1.0))
+    printer(Progress(rows=6000, bytes=0, files=0, total_rows=10_000, elapsed_seconds=3.0))
     printer.finish("done")
-    assert out.getvalue().splitlines() == [line, "done"]
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 3 and lines[-1] == "done"
+    assert "1,000 rows/s" in lines[1] and "ETA 0:00:04" in lines[1]
     tty = io.StringIO()
     bar = ProgressPrinter(tty, tty=True)
     bar(p)
     bar.finish("done")
-    assert tty.getvalue().startswith("\r" + line) and tty.getvalue().endswith("done\n")
+    assert tty.getvalue().startswith("\rexport  5,000 / 10,000 rows") and tty.getvalue().endswith("done\n")
+
+
+def test_export_rpc_through_the_real_server(tmp_path, data_dir):
+    import grpc
+
+    from export_support import BridgeServer
+    from py_worker.wire import pb_grpc
+
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    server = BridgeServer(data_dir.parent, exports, tmp_path / "state")
+    try:
+        with grpc.insecure_channel(server.target) as channel:
+            stub = pb_grpc.HFBridgeStub(channel)
+            events = list(stub.Export(_request(data_dir, exports / "rpc", max_file_bytes=30_000), timeout=120))
+            assert events[-1].WhichOneof("event") == "result"
+            manifest = json.loads(events[-1].result.manifest_json)
+            assert manifest["totals"]["rows"] == 6000
+            assert (exports / "rpc" / "_manifest.json").exists()
+
+            with pytest.raises(grpc.RpcError) as err:
+                list(stub.Export(_request(data_dir, tmp_path / "outside"), timeout=60))
+            assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            with pytest.raises(grpc.RpcError) as err:
+                list(stub.Export(_request(data_dir, exports / "rpc"), timeout=60))
+            assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert "not empty" in err.value.details()
+    finally:
+        server.stop()
+
+
+def test_closing_the_stream_early_stops_the_job(tmp_path, small_dir):
+    data_dir = small_dir
+    config = _config(tmp_path, data_dir)
+    request = _request(data_dir, tmp_path / "closed", max_file_bytes=4_000, row_group_rows=100, batch_size=2)
+
+    async def first_progress_then_close() -> list[int]:
+        gen = export_events(request, config)
+        first = await gen.__anext__()
+        assert first.WhichOneof("event") == "progress"
+        running = _job_children()
+        await gen.aclose()
+        return running
+
+    assert len(asyncio.run(first_progress_then_close())) == 1
+    assert not _job_children()
+    assert not (tmp_path / "closed" / "_manifest.json").exists()
+
+
+def test_too_large_batch_size_is_invalid(tmp_path, data_dir):
+    with pytest.raises(InvalidArgument) as err:
+        asyncio.run(_collect(_request(data_dir, tmp_path / "x", batch_size=999_999_999), _config(tmp_path, data_dir)))
+    assert "batch_size" in str(err.value)

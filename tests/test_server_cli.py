@@ -77,3 +77,54 @@ def test_export_rpc_is_wired(server):
     ch.close()
     assert err.value.code() != grpc.StatusCode.UNIMPLEMENTED
     assert err.value.code() in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.INVALID_ARGUMENT)
+
+
+def test_bearer_token_and_tls(tmp_path, data_root):
+    from py_worker.client import BridgeClient
+    from py_worker.errors import Unauthenticated
+    from py_worker.spec import DatasetSpec
+
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    (tmp_path / "token").write_text("s3cret-token\n")
+    srv = ServerProcess("--workers", "1", "--data-root", str(data_root), "--state-dir", str(tmp_path / "state"),
+                        "--auth-token-file", str(tmp_path / "token"), "--tls-cert", str(cert), "--tls-key", str(key))
+    srv.start()
+    try:
+        spec = DatasetSpec("json", data_files=(("", ("simple_json/*.jsonl",)),), take=3)
+        with BridgeClient(srv.target, root_certificates=cert.read_bytes(), token="s3cret-token") as c:
+            h = c.open(spec)
+            assert c.read_all(h.session_id).num_rows == 3
+            assert c.health() == "SERVING"
+        with BridgeClient(srv.target, root_certificates=cert.read_bytes(), token="wrong") as c:
+            with pytest.raises(Unauthenticated, match="bearer token"):
+                c.open(spec)
+            with pytest.raises(Unauthenticated):
+                list(c.read(h.session_id))
+            assert c.health() == "SERVING"  # health stays open for probes
+        with BridgeClient(srv.target, root_certificates=cert.read_bytes()) as c:
+            with pytest.raises(Unauthenticated):
+                c.info(spec)
+    finally:
+        assert srv.stop() == 0
+
+
+def test_open_deadline(tmp_path, data_root):
+    from py_worker.client import BridgeClient
+    from py_worker.errors import DeadlineExceeded
+    from py_worker.spec import DatasetSpec
+
+    srv = ServerProcess("--workers", "1", "--data-root", str(data_root), "--state-dir", str(tmp_path),
+                        "--open-deadline-seconds", "0.001").start()
+    try:
+        with BridgeClient(srv.target) as c:
+            spec = DatasetSpec("hubds", config="large")
+            with pytest.raises(DeadlineExceeded, match="--open-deadline-seconds"):
+                c.open(spec)
+            with pytest.raises(DeadlineExceeded, match="--open-deadline-seconds"):
+                c.info(spec)
+            assert c.health() == "SERVING"
+    finally:
+        assert srv.stop() == 0

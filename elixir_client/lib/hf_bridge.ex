@@ -3,7 +3,8 @@ defmodule HFBridge do
     client: [
       type: {:custom, __MODULE__, :check_client},
       type_doc: "`HFBridge.Client.t()`",
-      doc: "A connected client to use; without it the stream connects (and disconnects) by itself."
+      doc:
+        "A connected client to use; without it the stream connects (and disconnects) by itself."
     ],
     ack: [
       type: :boolean,
@@ -43,6 +44,11 @@ defmodule HFBridge do
       HFBridge.stream("imdb", split: "test", batch_size: 1024)
       |> Stream.map(&HFBridge.Batch.table!/1)
       |> Enum.each(&process/1)
+
+  Without a `:client` option, every enumeration connects by itself — and,
+  when no server address is configured, starts (and then stops) a local
+  Python server, which takes a few seconds; pass `client:` to reuse one
+  connection across streams.
 
   Streams are pull-driven: a session is opened when enumeration starts,
   a batch is fetched only when the consumer asks for it (with at most
@@ -135,12 +141,16 @@ defmodule HFBridge do
   @doc false
   @spec check_client(term()) :: {:ok, Client.t()} | {:error, String.t()}
   def check_client(%Client{} = client), do: {:ok, client}
-  def check_client(other), do: {:error, "expected an %HFBridge.Client{}, got: #{inspect(other, limit: 5)}"}
+
+  def check_client(other),
+    do: {:error, "expected an %HFBridge.Client{}, got: #{inspect(other, limit: 5)}"}
 
   @doc false
   @spec check_callback(term()) :: {:ok, function()} | {:error, String.t()}
   def check_callback(fun) when is_function(fun, 1), do: {:ok, fun}
-  def check_callback(other), do: {:error, "expected a function of arity 1, got: #{inspect(other, limit: 5)}"}
+
+  def check_callback(other),
+    do: {:error, "expected a function of arity 1, got: #{inspect(other, limit: 5)}"}
 
   # -- stream internals ------------------------------------------------------------
 
@@ -180,7 +190,8 @@ defmodule HFBridge do
 
     case session_result do
       {:ok, session} ->
-        if callback = plan.stream_opts[:on_open], do: callback.(Map.put(Session.info(session), :session, session))
+        if callback = plan.stream_opts[:on_open],
+          do: callback.(Map.put(Session.info(session), :session, session))
 
         %{
           client: client,
@@ -198,7 +209,7 @@ defmodule HFBridge do
   end
 
   defp next(state) do
-    if state.ack? and state.last_seq != nil, do: ok!(Session.ack(state.session, state.last_seq))
+    if state.ack? and state.last_seq != nil, do: Session.ack_async(state.session, state.last_seq)
 
     case Session.next_batch(state.session, state.timeout) do
       {:ok, batch} -> {[batch], %{state | last_seq: batch.seq}}

@@ -56,31 +56,31 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
             action.required = False
             action.default = None
     g = parser.add_argument_group("export")
-    g.add_argument("--max-file-bytes", type=_size, default=o.DEFAULT_MAX_FILE_BYTES,
+    g.add_argument("--max-file-bytes", type=_size, metavar="BYTES", default=o.DEFAULT_MAX_FILE_BYTES,
                    help="roll to a new file past this size (default: 256MiB)")
-    g.add_argument("--row-group-rows", type=int, default=o.DEFAULT_ROW_GROUP_ROWS,
+    g.add_argument("--row-group-rows", type=int, metavar="ROWS", default=o.DEFAULT_ROW_GROUP_ROWS,
                    help=f"rows per row group (default: {o.DEFAULT_ROW_GROUP_ROWS:,})")
-    g.add_argument("--row-group-bytes", type=_size, default=o.DEFAULT_ROW_GROUP_BYTES,
+    g.add_argument("--row-group-bytes", type=_size, metavar="BYTES", default=o.DEFAULT_ROW_GROUP_BYTES,
                    help="uncompressed bytes per row group (default: 128MiB)")
     g.add_argument("--compression", default=o.DEFAULT_COMPRESSION, choices=o.COMPRESSIONS,
                    help="Parquet codec (default: zstd)")
-    g.add_argument("--compression-level", type=int, default=None, help="codec level (default: the codec's)")
+    g.add_argument("--compression-level", type=int, default=None, metavar="N", help="codec level (default: the codec's)")
     g.add_argument("--cdc", action="store_true", help="content-defined chunking of data pages (dedup-friendly)")
-    g.add_argument("--batch-size", type=int, default=o.DEFAULT_BATCH_SIZE,
+    g.add_argument("--batch-size", type=int, metavar="ROWS", default=o.DEFAULT_BATCH_SIZE,
                    help=f"rows per read batch (default: {o.DEFAULT_BATCH_SIZE:,})")
     mode = g.add_mutually_exclusive_group()
     mode.add_argument("--overwrite", action="store_true", help="replace an existing export at DEST")
     mode.add_argument("--resume", action="store_true", help="continue an interrupted export from its checkpoint")
     mode.add_argument("--merge", metavar="DEST", default=None,
                       help="only publish the merged manifest of a sharded export at DEST")
-    g.add_argument("--job-id", default="", help="identifier recorded in the manifest and checkpoint")
+    g.add_argument("--job-id", default="", metavar="ID", help="identifier recorded in the manifest and checkpoint")
     g.add_argument("--export-root", action="append", metavar="DIR",
                    help="refuse local destinations outside these directories; repeatable (default: no restriction)")
     g.add_argument("--data-root", action="append", metavar="DIR",
                    help="directories local datasets may be read from; repeatable "
                         "(default: the current directory, then the whole file system)")
-    g.add_argument("--s3-endpoint", default="", help="S3 endpoint URL (default: $AWS_ENDPOINT_URL)")
-    g.add_argument("--s3-region", default="", help="S3 region (default: $AWS_REGION or us-east-1)")
+    g.add_argument("--s3-endpoint", default="", metavar="URL", help="S3 endpoint URL (default: $AWS_ENDPOINT_URL)")
+    g.add_argument("--s3-region", default="", metavar="REGION", help="S3 region (default: $AWS_REGION or us-east-1)")
     g.add_argument("--quiet", action="store_true", help="no progress bar, only the summary")
 
 
@@ -89,7 +89,8 @@ def add_export_command(subparsers: Any) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "export",
         help="write a dataset to Parquet (local directory or s3://) with a manifest",
-        description=__doc__.split("\n\n", 1)[0] if __doc__ else None,
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_export_arguments(parser)
     parser.set_defaults(func=run_export_command)
@@ -160,7 +161,9 @@ def run_export_command(args: argparse.Namespace, return_result: bool = False) ->
 def main(argv: Sequence[str] | None = None) -> None:
     """`python -m py_worker.export`: the export command alone; leaves with `os._exit`."""
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-    parser = argparse.ArgumentParser(prog="hf-bridge export", description=__doc__.split("\n\n", 1)[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="hf-bridge export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_export_arguments(parser)
     args = parser.parse_args(argv)
     try:

@@ -2,9 +2,10 @@
 
 Defaults (chosen for scan-friendly Parquet that every reader handles well):
 
-- `max_file_bytes` 256 MiB: a file is closed at the first batch boundary after
-  it reaches this size (a soft target: a file may exceed it by up to one row
-  group), then the next `part-NNNNN.parquet` is started.
+- `max_file_bytes` 256 MiB: a file is closed at the first input batch
+  boundary where its size (counting buffered rows at the file's compression
+  ratio so far) reaches this, then the next `part-NNNNN.parquet` is started.
+  It is a target, not a hard cap: a file may overshoot by about one batch.
 - `row_group_rows` 100,000 and `row_group_bytes` 128 MiB: a row group is cut
   when either is reached (`row_group_bytes` counts uncompressed Arrow bytes),
   which keeps row groups large enough for fast scans and small enough for
@@ -70,6 +71,8 @@ class ExportOptions:
                 raise InvalidArgument(f"compression '{comp}' takes no compression level")
             if not isinstance(self.compression_level, int) or isinstance(self.compression_level, bool):
                 raise InvalidArgument("compression_level must be an integer")
+        if self.content_defined_chunking and _pyarrow_major() < 21:
+            raise InvalidArgument("content-defined chunking needs pyarrow 21 or newer on the server")
         if self.overwrite and self.resume:
             raise InvalidArgument("overwrite and resume exclude each other: resume continues an export, overwrite replaces it")
         if self.job_id and (len(self.job_id) > 128 or not all(c.isalnum() or c in "-_." for c in self.job_id)):
@@ -137,3 +140,12 @@ def _int_at_least(name: str, value: Any, low: int, high: int | None = None) -> N
         raise InvalidArgument(f"{name} must be at least {low}, got {value}")
     if high is not None and value > high:
         raise InvalidArgument(f"{name} must be at most {high}, got {value}")
+
+
+def _pyarrow_major() -> int:
+    import pyarrow
+
+    try:
+        return int(pyarrow.__version__.split(".", 1)[0])
+    except ValueError:  # pragma: no cover - unusual version strings
+        return 0

@@ -32,9 +32,13 @@ def human_duration(seconds: float) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
-def format_progress(p: Progress) -> str:
-    """One line describing `p`: rows (of total), bytes, files, rate and ETA when the total is known."""
-    rate = p.rows / p.elapsed_seconds if p.elapsed_seconds > 0 else 0.0
+def format_progress(p: Progress, rate: float | None = None) -> str:
+    """One line describing `p`: rows (of total), bytes, files, rate and ETA when the total is known.
+
+    `rate` (rows/s) defaults to the average since the start.
+    """
+    if rate is None:
+        rate = p.rows / p.elapsed_seconds if p.elapsed_seconds > 0 else 0.0
     if p.total_rows:
         pct = min(100.0, 100.0 * p.rows / p.total_rows)
         rows = f"{p.rows:,} / {p.total_rows:,} rows  {pct:5.1f}%"
@@ -71,12 +75,19 @@ class ProgressPrinter:
         self.tty = self.stream.isatty() if tty is None else tty
         self._throttle = Throttle(0.2 if self.tty else line_interval)
         self._width = 0
+        self._origin: Progress | None = None
 
     def __call__(self, p: Progress) -> None:
         """Show `p` if enough time has passed since the last update."""
+        if self._origin is None or p.rows == self._origin.rows:
+            # The rate counts from the first rows seen here (not from opening the dataset,
+            # nor rows a resumed export had written before).
+            self._origin = p
         if not self._throttle.ready():
             return
-        line = format_progress(p)
+        span = p.elapsed_seconds - self._origin.elapsed_seconds
+        rate = (p.rows - self._origin.rows) / span if span > 0 else 0.0
+        line = format_progress(p, rate)
         if self.tty:
             pad = max(0, self._width - len(line))
             self.stream.write("\r" + line + " " * pad)

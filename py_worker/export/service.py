@@ -17,7 +17,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
-from py_worker.errors import Internal, error_for
+from py_worker.errors import Internal, InvalidArgument, ResourceExhausted, error_for
 from py_worker.export.destination import resolve_destination
 from py_worker.export.options import ExportOptions
 from py_worker.export.progress import Throttle
@@ -26,6 +26,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from py_worker.config import ServerConfig
 
 STOP_GRACE_SECONDS = 2.0
+# Export jobs running at once in one server (each is a process); more get RESOURCE_EXHAUSTED.
+MAX_CONCURRENT_EXPORTS = int(os.environ.get("HF_BRIDGE_MAX_EXPORTS", "4") or 4)
+_running = 0
 PROGRESS_INTERVAL = 0.25
 _LINE_LIMIT = 64 * 1024 * 1024
 
@@ -49,14 +52,38 @@ async def export_events(request: Any, config: "ServerConfig") -> AsyncIterator[A
     job's error). Cancelling the consuming task stops the job promptly.
     """
     from py_worker.spec import DatasetSpec
-    from py_worker.wire import pb
 
+    global _running
     spec = DatasetSpec.from_proto(request.spec)
     options = ExportOptions.from_request(request)
+    limit = config.limits.max_batch_rows
+    if options.batch_size > limit:
+        raise InvalidArgument(f"batch_size {options.batch_size} exceeds the server's limit {limit} (--max-batch-rows)")
     resolve_destination(request.destination, config.export_roots)
+    if _running >= MAX_CONCURRENT_EXPORTS:
+        raise ResourceExhausted(
+            f"{_running} export jobs are already running (at most {MAX_CONCURRENT_EXPORTS}, set by "
+            "HF_BRIDGE_MAX_EXPORTS); retry when one has finished"
+        )
+    _running += 1
+    job = _run_job(spec, options, request.destination, config)
+    try:
+        async for event in job:
+            yield event
+    finally:
+        try:
+            await job.aclose()  # stops the process when the caller closed us early
+        finally:
+            _running -= 1
+
+
+async def _run_job(spec: Any, options: ExportOptions, destination: str, config: "ServerConfig") -> AsyncIterator[Any]:
+    """Start the job process and relay its events (see `export_events`)."""
+    from py_worker.wire import pb
+
     job = {
         "spec": spec.to_dict(),
-        "destination": request.destination,
+        "destination": destination,
         "options": options.to_dict(),
         "config": config.to_dict(),
     }

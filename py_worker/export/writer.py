@@ -2,9 +2,12 @@
 
 Row groups are cut when `row_group_rows` rows or `row_group_bytes`
 uncompressed bytes are buffered. After each input table the current file is
-closed when it has reached `max_file_bytes`, so files always end at an input
-batch boundary — the point where the dataset iterator's state is taken. That
-is what makes a resumed export write the same files as an uninterrupted one.
+closed when its size — bytes written plus the rows still buffered, estimated
+at the file's compression ratio so far — has reached `max_file_bytes`, so
+files always end at an input batch boundary: the point where the dataset
+iterator's state is taken. Every decision depends only on the rows of the
+current file, which is what makes a resumed export write the same files as
+an uninterrupted one.
 
 Each file is written under `_tmp/` while its bytes stream through a SHA-256,
 then published under its final name by the destination.
@@ -122,6 +125,7 @@ class RollingParquetWriter:
         self._name = ""
         self._rows_in_file = 0
         self._row_groups = 0
+        self._flushed_nbytes = 0
         self._buffer: list[pa.Table] = []
         self._buffer_rows = 0
         self._buffer_bytes = 0
@@ -146,13 +150,31 @@ class RollingParquetWriter:
             self._flush_rows(self.options.row_group_rows)
         if self._buffer_bytes >= self.options.row_group_bytes:
             self._flush_rows(self._buffer_rows)
-        if self.current_file_bytes >= self.options.max_file_bytes:
+        if self._estimated_file_bytes() >= self.options.max_file_bytes:
+            if self._flushed_nbytes == 0 and self._buffer_rows:
+                # No ratio known yet for this file: write what is buffered as its first
+                # row group, then decide on the real size.
+                self._flush_rows(self._buffer_rows)
+                if self.current_file_bytes < self.options.max_file_bytes:
+                    return []
             # The file ends with this input batch: its remaining rows go in too, so that the
             # iterator state taken now is exactly the end of the file.
             if self._buffer_rows:
                 self._flush_rows(self._buffer_rows)
             return [self._close_file()]
         return []
+
+    def _estimated_file_bytes(self) -> int:
+        """Bytes of the current file if the buffered rows were written now.
+
+        Buffered (uncompressed) bytes count at the ratio this file achieved
+        so far, or 1:1 before its first row group (which is then written
+        early to learn the ratio). Only this file's own data enters the
+        estimate, so a resumed export rolls at the same rows.
+        """
+        written = self.current_file_bytes
+        ratio = written / self._flushed_nbytes if self._flushed_nbytes else 1.0
+        return int(written + self._buffer_bytes * ratio)
 
     def finish(self, write_empty: bool = False) -> list[FileRecord]:
         """Flush and publish the last file; with `write_empty`, an empty file keeps the schema visible."""
@@ -199,6 +221,7 @@ class RollingParquetWriter:
         self._writer.write_table(head, row_group_size=max(1, head.num_rows))
         self._rows_in_file += head.num_rows
         self._row_groups += 1
+        self._flushed_nbytes += head.nbytes
         self._buffer = [rest] if rest.num_rows else []
         self._buffer_rows = rest.num_rows
         self._buffer_bytes = rest.nbytes if rest.num_rows else 0
@@ -214,6 +237,7 @@ class RollingParquetWriter:
             raise
         self._rows_in_file = 0
         self._row_groups = 0
+        self._flushed_nbytes = 0
 
     def _close_file(self) -> FileRecord:
         assert self._writer is not None and self._sink is not None
@@ -223,6 +247,7 @@ class RollingParquetWriter:
         self.dest._call("closing", self._sink.close, self.layout.tmp(self._name))
         self._writer = None
         self._sink = None
+        self._flushed_nbytes = 0
         self.dest.publish(self.layout.tmp(self._name), self._name)
         record = FileRecord(self._name, self._rows_in_file, size, digest, self._row_groups)
         self.files.append(record)

@@ -9,7 +9,12 @@ defmodule HFBridge.Client do
           "`config :hf_bridge, address: ...` or the `HF_BRIDGE_ADDRESS` environment variable; " <>
           "when none is set a local server is started."
     ],
-    host: [type: {:or, [:string, nil]}, default: nil, type_doc: "`String.t() | nil`", doc: "Server host (with `:port`)."],
+    host: [
+      type: {:or, [:string, nil]},
+      default: nil,
+      type_doc: "`String.t() | nil`",
+      doc: "Server host (with `:port`)."
+    ],
     port: [
       type: {:or, [:pos_integer, nil]},
       default: nil,
@@ -28,8 +33,16 @@ defmodule HFBridge.Client do
       type_doc: "`String.t() | nil`",
       doc: "Bearer token, sent as `authorization: Bearer <token>` on every call."
     ],
-    timeout: [type: :timeout, default: 60_000, doc: "Deadline of each unary call, in milliseconds."],
-    connect_timeout: [type: :timeout, default: 10_000, doc: "Deadline of connecting, in milliseconds."],
+    timeout: [
+      type: :timeout,
+      default: 60_000,
+      doc: "Deadline of each unary call, in milliseconds."
+    ],
+    connect_timeout: [
+      type: :timeout,
+      default: 10_000,
+      doc: "Deadline of connecting, in milliseconds."
+    ],
     local: [
       type: :boolean,
       type_doc: "`boolean()`",
@@ -41,6 +54,14 @@ defmodule HFBridge.Client do
       type: :keyword_list,
       default: [],
       doc: "Options for the local server (see `HFBridge.LocalServer`)."
+    ],
+    owner: [
+      type: {:custom, HFBridge.Session, :check_pid},
+      type_doc: "`pid()`",
+      doc:
+        "The connection (and the local server, if one was started) is closed when this process " <>
+          "exits. Defaults to the process calling `connect/1`; pass a long-lived process when the " <>
+          "client is shared."
     ],
     metadata: [
       type: {:list, {:tuple, [:string, :string]}},
@@ -54,8 +75,9 @@ defmodule HFBridge.Client do
   A connection to an hf_bridge server, and the typed calls made over it.
 
   `connect/1` connects to a running server or, when no address is configured,
-  starts a local Python server (see `HFBridge.LocalServer`) that lives until
-  `disconnect/1` or the exit of the process that called `connect/1`.
+  starts a local Python server (see `HFBridge.LocalServer`). Both live until
+  `disconnect/1` or the exit of the client's owner (the process that called
+  `connect/1`, unless `:owner` says otherwise).
 
   `call/4` and `server_stream/4` take and return messages as maps keyed by
   proto field names (see `HFBridge.Proto`); RPCs are named by atoms such as
@@ -83,7 +105,8 @@ defmodule HFBridge.Client do
         }
 
   @typedoc "An RPC of the `hf_bridge.v1.HFBridge` service."
-  @type rpc :: :GetInfo | :OpenSession | :ReadBatches | :Ack | :ResumeSession | :CloseSession | :Export
+  @type rpc ::
+          :GetInfo | :OpenSession | :ReadBatches | :Ack | :ResumeSession | :CloseSession | :Export
 
   @rpcs %{
     GetInfo: {:DatasetSpec, :DatasetInfo},
@@ -123,9 +146,25 @@ defmodule HFBridge.Client do
   def connect(opts \\ []) do
     with {:ok, opts} <- Options.validate(opts, @schema),
          {:ok, _} <- ensure_started(),
-         {:ok, target} <- target(opts) do
-      connect_to(target, opts)
+         {:ok, target} <- target(opts),
+         opts = Keyword.put_new(opts, :owner, self()),
+         {:ok, client} <- connect_to(target, opts) do
+      watch(opts[:owner], client.conn)
+      {:ok, client}
     end
+  end
+
+  # Closes the connection when the owner exits; ends with the connection.
+  defp watch(owner, conn) do
+    spawn(fn ->
+      owner_ref = Process.monitor(owner)
+      conn_ref = Process.monitor(conn)
+
+      receive do
+        {:DOWN, ^owner_ref, :process, _, _} -> HFBridge.GRPC.disconnect(conn)
+        {:DOWN, ^conn_ref, :process, _, _} -> :ok
+      end
+    end)
   end
 
   @doc "Closes the connection and stops the local server this client started, if any."
@@ -197,17 +236,26 @@ defmodule HFBridge.Client do
 
   defp ensure_started do
     case Application.ensure_all_started(:hf_bridge) do
-      {:ok, apps} -> {:ok, apps}
-      {:error, reason} -> {:error, Error.new(:session, :not_started, "cannot start :hf_bridge: #{inspect(reason)}")}
+      {:ok, apps} ->
+        {:ok, apps}
+
+      {:error, reason} ->
+        {:error, Error.new(:session, :not_started, "cannot start :hf_bridge: #{inspect(reason)}")}
     end
   end
 
   defp target(opts) do
     configured =
       cond do
-        opts[:address] -> opts[:address]
-        opts[:host] || opts[:port] -> {opts[:host], opts[:port]}
-        true -> Application.get_env(:hf_bridge, :address) || non_empty(System.get_env("HF_BRIDGE_ADDRESS"))
+        opts[:address] ->
+          opts[:address]
+
+        opts[:host] || opts[:port] ->
+          {opts[:host], opts[:port]}
+
+        true ->
+          Application.get_env(:hf_bridge, :address) ||
+            non_empty(System.get_env("HF_BRIDGE_ADDRESS"))
       end
 
     case {opts[:local], configured} do
@@ -216,7 +264,11 @@ defmodule HFBridge.Client do
 
       {false, nil} ->
         {:error,
-         Error.new(:options, :invalid_option, "local: false needs an address (option :address, or HF_BRIDGE_ADDRESS)")}
+         Error.new(
+           :options,
+           :invalid_option,
+           "local: false needs an address (option :address, or HF_BRIDGE_ADDRESS)"
+         )}
 
       {_, nil} ->
         :local
@@ -225,7 +277,8 @@ defmodule HFBridge.Client do
         {:ok, {host, port, opts[:tls]}}
 
       {_, {_, _}} ->
-        {:error, Error.new(:options, :invalid_option, "options :host and :port must be given together")}
+        {:error,
+         Error.new(:options, :invalid_option, "options :host and :port must be given together")}
 
       {_, address} ->
         parse_address(address, opts[:tls])
@@ -267,12 +320,16 @@ defmodule HFBridge.Client do
 
       _ ->
         {:error,
-         Error.new(:options, :invalid_option, "invalid server address #{inspect(address)}; expected \"host:port\"")}
+         Error.new(
+           :options,
+           :invalid_option,
+           "invalid server address #{inspect(address)}; expected \"host:port\""
+         )}
     end
   end
 
   defp connect_to(:local, opts) do
-    server_opts = Keyword.put_new(opts[:local_server], :owner, self())
+    server_opts = Keyword.put_new(opts[:local_server], :owner, opts[:owner])
 
     with {:ok, server, address} <- LocalServer.start(server_opts),
          {:ok, {host, port, _}} <- parse_address(address, false) do
@@ -291,13 +348,15 @@ defmodule HFBridge.Client do
 
   defp open_conn(host, port, tls, opts) do
     metadata =
-      opts[:metadata] ++ if(opts[:token], do: [{"authorization", "Bearer " <> opts[:token]}], else: [])
+      opts[:metadata] ++
+        if(opts[:token], do: [{"authorization", "Bearer " <> opts[:token]}], else: [])
 
     conn_opts = [tls: tls, connect_timeout: opts[:connect_timeout], metadata: metadata]
 
     case HFBridge.GRPC.connect(host, port, conn_opts) do
       {:ok, conn} ->
-        {:ok, %__MODULE__{conn: conn, address: "#{host}:#{port}", timeout: opts[:timeout], tls: tls}}
+        {:ok,
+         %__MODULE__{conn: conn, address: "#{host}:#{port}", timeout: opts[:timeout], tls: tls}}
 
       {:error, %Error{}} = error ->
         error
@@ -321,14 +380,20 @@ defmodule HFBridge.Client do
     {:ok, HFBridge.Proto.encode(type, request)}
   rescue
     e ->
-      {:error, Error.new(:proto, :invalid_message, "cannot encode #{type}: #{Exception.message(e)}")}
+      {:error,
+       Error.new(:proto, :invalid_message, "cannot encode #{type}: #{Exception.message(e)}")}
   end
 
   defp decode(type, binary) do
     case HFBridge.Proto.decode(type, binary) do
-      {:ok, message} -> {:ok, message}
-      {:error, %Error{}} = error -> error
-      {:error, reason} -> {:error, Error.new(:proto, :malformed, "cannot decode #{type}: #{inspect(reason)}")}
+      {:ok, message} ->
+        {:ok, message}
+
+      {:error, %Error{}} = error ->
+        error
+
+      {:error, reason} ->
+        {:error, Error.new(:proto, :malformed, "cannot decode #{type}: #{inspect(reason)}")}
     end
   end
 

@@ -68,18 +68,33 @@ defmodule HFBridge.GRPC do
     * `:name`, `:supervisor` — registration and supervisor of the process.
   """
   @spec connect(String.t(), :inet.port_number(), keyword()) :: {:ok, conn()} | {:error, Error.t()}
-  def connect(host, port, opts \\ []) when is_binary(host) and is_integer(port) do
-    case Keyword.keys(opts) -- @connect_opts do
-      [] ->
-        do_connect(host, port, opts)
+  def connect(host, port, opts \\ [])
 
-      unknown ->
-        {:error,
-         Error.new(:options, :invalid_argument, "unknown connect options: #{inspect(unknown)}")}
+  def connect(host, port, opts) when is_binary(host) and port in 0..65_535 and is_list(opts) do
+    cond do
+      not Keyword.keyword?(opts) ->
+        {:error, invalid_option("connect options must be a keyword list")}
+
+      (unknown = Keyword.keys(opts) -- @connect_opts) != [] ->
+        {:error, invalid_option("unknown connect options: #{inspect(unknown)}")}
+
+      true ->
+        do_connect(host, port, opts)
     end
   end
 
+  def connect(host, port, _opts),
+    do:
+      {:error,
+       invalid_option(
+         "connect expects a host string and a port, got: #{inspect(host)}, #{inspect(port)}"
+       )}
+
+  defp invalid_option(message), do: Error.new(:options, :invalid_argument, message)
+
   defp do_connect(host, port, opts) do
+    # Options given as nil mean "the default".
+    opts = Enum.reject(opts, fn {_k, v} -> v == nil end)
     timeout = Keyword.get(opts, :connect_timeout, 10_000)
     tls = Keyword.get(opts, :tls, false)
 
@@ -359,6 +374,38 @@ defmodule HFBridge.GRPC do
   end
 
   defp start(conn, path, request, opts, mode) do
+    with :ok <- validate_call(path, opts),
+         {:ok, request} <- to_binary(request) do
+      start_validated(conn, path, request, opts, mode)
+    end
+  end
+
+  defp validate_call(path, opts) do
+    timeout = Keyword.get(opts, :timeout)
+
+    cond do
+      not is_binary(path) or not String.starts_with?(path, "/") ->
+        {:error,
+         invalid_option(
+           "the method path must look like \"/package.Service/Method\", got: #{inspect(path)}"
+         )}
+
+      timeout != nil and not (is_integer(timeout) and timeout >= 0) ->
+        {:error,
+         invalid_option("timeout must be a non-negative integer (ms), got: #{inspect(timeout)}")}
+
+      true ->
+        :ok
+    end
+  end
+
+  defp to_binary(request) do
+    {:ok, IO.iodata_to_binary(request)}
+  rescue
+    ArgumentError -> {:error, invalid_option("the request must be iodata (an encoded message)")}
+  end
+
+  defp start_validated(conn, path, request, opts, mode) do
     case GenServer.whereis(conn) do
       pid when is_pid(pid) ->
         mon = Process.monitor(pid)

@@ -20,7 +20,11 @@ defmodule HFBridge.Info do
   ]
 
   @typedoc "A split: name and, when known, its row and byte counts."
-  @type split :: %{name: String.t(), num_rows: non_neg_integer() | nil, num_bytes: non_neg_integer() | nil}
+  @type split :: %{
+          name: String.t(),
+          num_rows: non_neg_integer() | nil,
+          num_bytes: non_neg_integer() | nil
+        }
 
   @typedoc """
   * `:dataset` — the dataset path asked about.
@@ -86,9 +90,14 @@ defmodule HFBridge.Info do
 
   def features(json) do
     case HFBridge.JSON.decode(json) do
-      {:ok, features} -> {:ok, features}
-      {:error, %Error{}} = error -> error
-      {:error, reason} -> {:error, Error.new(:json, :malformed, "features JSON: #{inspect(reason)}")}
+      {:ok, features} ->
+        {:ok, features}
+
+      {:error, %Error{}} = error ->
+        error
+
+      {:error, reason} ->
+        {:error, Error.new(:json, :malformed, "features JSON: #{inspect(reason)}")}
     end
   end
 

@@ -20,16 +20,26 @@ defmodule HFBridge.LocalServer do
     ],
     state_dir: [
       type: :string,
-      doc: "Where the server keeps session checkpoints. Defaults to the server's own default (`~/.cache/hf_bridge`)."
+      doc:
+        "Where the server keeps session checkpoints. Defaults to the server's own default (`~/.cache/hf_bridge`)."
     ],
-    extra_args: [type: {:list, :string}, default: [], type_doc: "`[String.t()]`", doc: "More arguments for `serve`."],
+    extra_args: [
+      type: {:list, :string},
+      default: [],
+      type_doc: "`[String.t()]`",
+      doc: "More arguments for `serve`."
+    ],
     env: [
       type: {:list, {:tuple, [:string, :string]}},
       default: [],
       type_doc: "`[{String.t(), String.t()}]`",
       doc: "Extra environment variables for the server."
     ],
-    ready_timeout: [type: :timeout, default: 120_000, doc: "How long to wait for the server to be ready."],
+    ready_timeout: [
+      type: :timeout,
+      default: 120_000,
+      doc: "How long to wait for the server to be ready."
+    ],
     owner: [
       type: {:or, [:any]},
       type_doc: "`pid()`",
@@ -126,10 +136,20 @@ defmodule HFBridge.LocalServer do
   catch
     :exit, {:timeout, _} ->
       {:error,
-       Error.new(:server, :timeout, "the local hf_bridge server was not ready within #{timeout} ms", retryable: true)}
+       Error.new(
+         :server,
+         :timeout,
+         "the local hf_bridge server was not ready within #{timeout} ms",
+         retryable: true
+       )}
 
     :exit, _ ->
-      {:error, Error.new(:server, :server_exited, "the local hf_bridge server stopped before it was ready")}
+      {:error,
+       Error.new(
+         :server,
+         :server_exited,
+         "the local hf_bridge server stopped before it was ready"
+       )}
   end
 
   @doc "The address (`\"host:port\"`) of a ready server, or `nil`."
@@ -161,7 +181,12 @@ defmodule HFBridge.LocalServer do
           :ok
 
         {:error, reason} ->
-          {:error, Error.new(:server, :not_started, "cannot start the :hf_bridge application: #{inspect(reason)}")}
+          {:error,
+           Error.new(
+             :server,
+             :not_started,
+             "cannot start the :hf_bridge application: #{inspect(reason)}"
+           )}
       end
     end
   end
@@ -175,7 +200,12 @@ defmodule HFBridge.LocalServer do
         {:error, error}
 
       {:error, reason} ->
-        {:error, Error.new(:server, :start_failed, "cannot start the local hf_bridge server: #{inspect(reason)}")}
+        {:error,
+         Error.new(
+           :server,
+           :start_failed,
+           "cannot start the local hf_bridge server: #{inspect(reason)}"
+         )}
     end
   end
 
@@ -213,8 +243,12 @@ defmodule HFBridge.LocalServer do
 
   defp mkdir(dir) do
     case File.mkdir_p(dir) do
-      :ok -> :ok
-      {:error, reason} -> {:error, Error.new(:server, :start_failed, "cannot create #{dir}: #{:file.format_error(reason)}")}
+      :ok ->
+        :ok
+
+      {:error, reason} ->
+        {:error,
+         Error.new(:server, :start_failed, "cannot create #{dir}: #{:file.format_error(reason)}")}
     end
   end
 
@@ -222,7 +256,15 @@ defmodule HFBridge.LocalServer do
     sh = System.find_executable("sh") || "/bin/sh"
 
     args =
-      ["-m", "py_worker", "serve", "--host", opts[:host], "--port", Integer.to_string(opts[:port])] ++
+      [
+        "-m",
+        "py_worker",
+        "serve",
+        "--host",
+        opts[:host],
+        "--port",
+        Integer.to_string(opts[:port])
+      ] ++
         ["--workers", Integer.to_string(opts[:workers])] ++
         Enum.flat_map(data_roots, &["--data-root", &1]) ++
         ["--export-root", export_root] ++
@@ -246,14 +288,21 @@ defmodule HFBridge.LocalServer do
     {:ok, Port.open({:spawn_executable, sh}, port_opts)}
   rescue
     e in ErlangError ->
-      {:error, Error.new(:server, :start_failed, "cannot start #{python.executable}: #{Exception.message(e)}")}
+      {:error,
+       Error.new(
+         :server,
+         :start_failed,
+         "cannot start #{python.executable}: #{Exception.message(e)}"
+       )}
   end
 
   @impl true
   def handle_call(:await_ready, _from, %{address: address} = state) when is_binary(address),
     do: {:reply, {:ok, address}, state}
 
-  def handle_call(:await_ready, from, state), do: {:noreply, %{state | waiters: [from | state.waiters]}}
+  def handle_call(:await_ready, from, state),
+    do: {:noreply, %{state | waiters: [from | state.waiters]}}
+
   def handle_call(:address, _from, state), do: {:reply, state.address, state}
   def handle_call(:os_pid, _from, state), do: {:reply, state.os_pid, state}
   def handle_call(:log_lines, _from, state), do: {:reply, :queue.to_list(state.log), state}
@@ -287,14 +336,19 @@ defmodule HFBridge.LocalServer do
     end
   end
 
-  def handle_info({:DOWN, ref, :process, _, _}, %{owner_ref: ref} = state), do: {:stop, :normal, state}
+  def handle_info({:DOWN, ref, :process, _, _}, %{owner_ref: ref} = state),
+    do: {:stop, :normal, state}
+
   def handle_info({:EXIT, _, reason}, state), do: {:stop, reason, state}
   def handle_info(_other, state), do: {:noreply, state}
 
   @impl true
   def terminate(_reason, state) do
     Enum.each(state.waiters, fn from ->
-      GenServer.reply(from, {:error, Error.new(:server, :server_exited, "the local hf_bridge server was stopped")})
+      GenServer.reply(
+        from,
+        {:error, Error.new(:server, :server_exited, "the local hf_bridge server was stopped")}
+      )
     end)
 
     shutdown(state)

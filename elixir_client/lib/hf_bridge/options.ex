@@ -82,14 +82,23 @@ defmodule HFBridge.Options do
   def docs(schema) do
     schema
     |> Enum.map(fn {name, definition} ->
-      type = Keyword.get_lazy(definition, :type_doc, fn -> type_name(Keyword.get(definition, :type, :any)) end)
+      type =
+        Keyword.get_lazy(definition, :type_doc, fn ->
+          type_name(Keyword.get(definition, :type, :any))
+        end)
+
       doc = Keyword.get(definition, :doc, "")
 
       extra =
         cond do
-          Keyword.get(definition, :required, false) -> " Required."
-          Keyword.has_key?(definition, :default) -> " Defaults to `#{inspect(definition[:default])}`."
-          true -> ""
+          Keyword.get(definition, :required, false) ->
+            " Required."
+
+          Keyword.has_key?(definition, :default) ->
+            " Defaults to `#{inspect(definition[:default])}`."
+
+          true ->
+            ""
         end
 
       "  * `#{inspect(name)}` (#{type}) — #{doc}#{extra}"
@@ -144,7 +153,10 @@ defmodule HFBridge.Options do
               {:cont, {:ok, [{name, value} | acc]}}
 
             {:error, reason} ->
-              {:halt, error("invalid value for option #{prefix}#{inspect(name)}: #{reason}", %{option: name})}
+              {:halt,
+               error("invalid value for option #{prefix}#{inspect(name)}: #{reason}", %{
+                 option: name
+               })}
           end
 
         :error ->
@@ -153,7 +165,8 @@ defmodule HFBridge.Options do
               {:cont, {:ok, [{name, definition[:default]} | acc]}}
 
             Keyword.get(definition, :required, false) ->
-              {:halt, error("required option #{prefix}#{inspect(name)} not found", %{option: name})}
+              {:halt,
+               error("required option #{prefix}#{inspect(name)} not found", %{option: name})}
 
             true ->
               {:cont, {:ok, acc}}
@@ -224,7 +237,9 @@ defmodule HFBridge.Options do
   def check_type(value, {:in, values}) do
     if value in values,
       do: {:ok, value},
-      else: {:error, "expected one of #{Enum.map_join(values, ", ", &inspect/1)}, got: #{inspect(value, limit: 10)}"}
+      else:
+        {:error,
+         "expected one of #{Enum.map_join(values, ", ", &inspect/1)}, got: #{inspect(value, limit: 10)}"}
   end
 
   def check_type(value, {:or, types} = type) do
@@ -236,7 +251,8 @@ defmodule HFBridge.Options do
     end)
   end
 
-  def check_type(value, {:tuple, types} = type) when is_tuple(value) and tuple_size(value) == length(types) do
+  def check_type(value, {:tuple, types} = type)
+      when is_tuple(value) and tuple_size(value) == length(types) do
     value
     |> Tuple.to_list()
     |> Enum.zip(types)
@@ -279,7 +295,10 @@ defmodule HFBridge.Options do
   def type_name(:timeout), do: "timeout (milliseconds or :infinity)"
   def type_name(:map), do: "map"
   def type_name(:keyword_list), do: "keyword list"
-  def type_name({:keyword_list, schema}), do: "keyword list of #{Enum.map_join(Keyword.keys(schema), ", ", &inspect/1)}"
+
+  def type_name({:keyword_list, schema}),
+    do: "keyword list of #{Enum.map_join(Keyword.keys(schema), ", ", &inspect/1)}"
+
   def type_name({:list, type}), do: "list of #{type_name(type)}"
   def type_name({:in, values}), do: "one of #{Enum.map_join(values, ", ", &inspect/1)}"
   def type_name({:or, types}), do: Enum.map_join(types, " or ", &type_name/1)

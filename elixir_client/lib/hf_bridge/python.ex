@@ -63,7 +63,8 @@ defmodule HFBridge.Python do
   end
 
   defp given(path, source, root) do
-    executable = if String.contains?(path, "/"), do: Path.expand(path), else: System.find_executable(path)
+    executable =
+      if String.contains?(path, "/"), do: Path.expand(path), else: System.find_executable(path)
 
     if executable && File.regular?(executable) do
       {:ok, located(executable, root)}
@@ -72,7 +73,8 @@ defmodule HFBridge.Python do
        Error.new(
          :server,
          :python_not_found,
-         "#{source} names #{inspect(path)}, which is not an executable file. " <> install_hint(root)
+         "#{source} names #{inspect(path)}, which is not an executable file. " <>
+           install_hint(root)
        )}
     end
   end
@@ -98,7 +100,11 @@ defmodule HFBridge.Python do
 
   defp not_found(root, why) do
     {:error,
-     Error.new(:server, :python_not_found, "cannot find a Python with the hf_bridge server installed (#{why}). " <> install_hint(root))}
+     Error.new(
+       :server,
+       :python_not_found,
+       "cannot find a Python with the hf_bridge server installed (#{why}). " <> install_hint(root)
+     )}
   end
 
   defp install_hint(nil) do

@@ -113,7 +113,12 @@ defmodule HFBridge.Session do
   end
 
   def resume(%Client{}, other, _opts) do
-    {:error, Error.new(:options, :invalid_option, "expected a resume token string, got: #{inspect(other, limit: 10)}")}
+    {:error,
+     Error.new(
+       :options,
+       :invalid_option,
+       "expected a resume token string, got: #{inspect(other, limit: 10)}"
+     )}
   end
 
   @doc """
@@ -133,7 +138,31 @@ defmodule HFBridge.Session do
   def ack(session, seq) when is_integer(seq) and seq >= 0, do: call(session, {:ack, seq}, 120_000)
 
   def ack(_session, seq),
-    do: {:error, Error.new(:options, :invalid_option, "seq must be a non-negative integer, got: #{inspect(seq)}")}
+    do:
+      {:error,
+       Error.new(
+         :options,
+         :invalid_option,
+         "seq must be a non-negative integer, got: #{inspect(seq)}"
+       )}
+
+  @doc """
+  Acknowledges batches up to `seq` without waiting for the server. At most
+  one `Ack` call is in flight per session; later requests made meanwhile
+  coalesce into one for the highest `seq`. A failed asynchronous ack is
+  returned by the next `next_batch/2` (or `ack/2`).
+  """
+  @spec ack_async(t(), non_neg_integer()) :: :ok
+  def ack_async(session, seq) when is_integer(seq) and seq >= 0 do
+    GenServer.cast(session, {:ack, seq})
+  end
+
+  @doc """
+  Waits until every acknowledgement requested with `ack_async/2` reached the
+  server. Returns the error of a failed one.
+  """
+  @spec flush_acks(t()) :: :ok | {:error, Error.t()}
+  def flush_acks(session), do: call(session, :flush_acks, 125_000)
 
   @doc "What the server said about the session when it was opened or resumed (see `t:info/0`)."
   @spec info(t()) :: info() | {:error, Error.t()}
@@ -180,14 +209,21 @@ defmodule HFBridge.Session do
     Telemetry.span([:hf_bridge, :session, :open], meta, fn ->
       case GenServer.start(__MODULE__, {client, how, opts}, timeout: call_timeout(timeout)) do
         {:ok, pid} ->
-          info = info(pid)
-          {{:ok, pid}, Map.merge(meta, %{session_id: info[:session_id], worker: info[:worker]})}
+          case info(pid) do
+            %{session_id: id, worker: worker} ->
+              {{:ok, pid}, Map.merge(meta, %{session_id: id, worker: worker})}
+
+            _closed ->
+              {{:ok, pid}, meta}
+          end
 
         {:error, %Error{} = error} ->
           {{:error, error}, Map.put(meta, :error, error)}
 
         {:error, reason} ->
-          error = Error.new(:session, :open_failed, "cannot start the session: #{inspect(reason)}")
+          error =
+            Error.new(:session, :open_failed, "cannot start the session: #{inspect(reason)}")
+
           {{:error, error}, Map.put(meta, :error, error)}
       end
     end)
@@ -197,7 +233,8 @@ defmodule HFBridge.Session do
     GenServer.call(session, request, timeout)
   catch
     :exit, {:timeout, _} ->
-      {:error, Error.new(:session, :timeout, "the session did not answer in time", retryable: true)}
+      {:error,
+       Error.new(:session, :timeout, "the session did not answer in time", retryable: true)}
 
     :exit, _ ->
       {:error, Error.new(:session, :closed, "the session is closed")}
@@ -221,6 +258,9 @@ defmodule HFBridge.Session do
            owner_ref: owner_ref,
            read_ahead: opts[:read_ahead],
            stream: nil,
+           ack_task: nil,
+           pending_ack: nil,
+           ack_error: nil,
            done: false,
            batches: 0,
            rows: 0
@@ -238,7 +278,11 @@ defmodule HFBridge.Session do
     do: Client.call(client, :ResumeSession, %{resume_token: token}, timeout: timeout)
 
   @impl true
-  def handle_call({:next_batch, _timeout}, _from, %{done: true} = state), do: {:reply, :done, state}
+  def handle_call({:next_batch, _timeout}, _from, %{ack_error: %Error{} = error} = state),
+    do: {:reply, {:error, error}, %{state | ack_error: nil}}
+
+  def handle_call({:next_batch, _timeout}, _from, %{done: true} = state),
+    do: {:reply, :done, state}
 
   def handle_call({:next_batch, timeout}, _from, state) do
     case fetch(state, timeout, 0) do
@@ -248,27 +292,112 @@ defmodule HFBridge.Session do
   end
 
   def handle_call({:ack, seq}, _from, state) do
-    id = state.info.session_id
+    # Acks reach the server in order: finish the asynchronous one first.
+    state = await_ack_task(state)
 
-    result =
-      Telemetry.span([:hf_bridge, :ack], %{session_id: id, seq: seq}, fn ->
-        case Client.call(state.client, :Ack, %{session_id: id, seq: seq}) do
-          {:ok, _} -> {:ok, %{session_id: id, seq: seq}}
-          {:error, error} -> {{:error, error}, %{session_id: id, seq: seq, error: error}}
-        end
-      end)
+    case state do
+      %{ack_error: %Error{} = error} ->
+        {:reply, {:error, error}, %{state | ack_error: nil}}
 
-    {:reply, result, state}
+      _ ->
+        {:reply, send_ack(state.client, state.info.session_id, seq), %{state | pending_ack: nil}}
+    end
+  end
+
+  def handle_call(:flush_acks, _from, state) do
+    state = await_ack_task(state)
+
+    case state do
+      %{ack_error: %Error{} = error} ->
+        {:reply, {:error, error}, %{state | ack_error: nil, pending_ack: nil}}
+
+      %{pending_ack: nil} ->
+        {:reply, :ok, state}
+
+      %{pending_ack: seq} ->
+        {:reply, send_ack(state.client, state.info.session_id, seq), %{state | pending_ack: nil}}
+    end
   end
 
   def handle_call(:info, _from, state), do: {:reply, state.info, state}
 
   @impl true
-  def handle_info({:DOWN, ref, :process, _, _}, %{owner_ref: ref} = state), do: {:stop, :normal, state}
+  def handle_cast({:ack, seq}, %{ack_task: nil} = state),
+    do: {:noreply, start_ack_task(state, seq)}
+
+  def handle_cast({:ack, seq}, state),
+    do: {:noreply, %{state | pending_ack: max(seq, state.pending_ack || seq)}}
+
+  @impl true
+  def handle_info({ref, result}, %{ack_task: %Task{ref: ref}} = state) do
+    Process.demonitor(ref, [:flush])
+    {:noreply, ack_done(state, result)}
+  end
+
+  def handle_info({:DOWN, ref, :process, _, reason}, %{ack_task: %Task{ref: ref}} = state) do
+    error = Error.new(:session, :ack_failed, "acknowledging failed: #{inspect(reason)}")
+    {:noreply, ack_done(state, {:error, error})}
+  end
+
+  def handle_info({:DOWN, ref, :process, _, _}, %{owner_ref: ref} = state),
+    do: {:stop, :normal, state}
+
   def handle_info(_other, state), do: {:noreply, state}
+
+  defp start_ack_task(state, seq) do
+    client = state.client
+    id = state.info.session_id
+    %{state | ack_task: Task.async(fn -> send_ack(client, id, seq) end), pending_ack: nil}
+  end
+
+  defp ack_done(state, result) do
+    state = %{state | ack_task: nil}
+
+    state =
+      case result do
+        :ok -> state
+        {:error, error} -> %{state | ack_error: error}
+      end
+
+    case state.pending_ack do
+      nil -> state
+      seq -> start_ack_task(state, seq)
+    end
+  end
+
+  defp await_ack_task(%{ack_task: nil} = state), do: state
+
+  defp await_ack_task(%{ack_task: task} = state) do
+    result =
+      case Task.yield(task, 120_000) || Task.shutdown(task) do
+        {:ok, result} ->
+          result
+
+        _ ->
+          {:error,
+           Error.new(:session, :timeout, "acknowledging did not finish in time", retryable: true)}
+      end
+
+    state = %{state | ack_task: nil}
+
+    case result do
+      :ok -> state
+      {:error, error} -> %{state | ack_error: error}
+    end
+  end
+
+  defp send_ack(client, id, seq) do
+    Telemetry.span([:hf_bridge, :ack], %{session_id: id, seq: seq}, fn ->
+      case Client.call(client, :Ack, %{session_id: id, seq: seq}) do
+        {:ok, _} -> {:ok, %{session_id: id, seq: seq}}
+        {:error, error} -> {{:error, error}, %{session_id: id, seq: seq, error: error}}
+      end
+    end)
+  end
 
   @impl true
   def terminate(reason, state) do
+    if state.ack_task, do: Task.shutdown(state.ack_task, :brutal_kill)
     if state.stream, do: Client.cancel(state.stream)
     id = state.info.session_id
     _ = Client.call(state.client, :CloseSession, %{session_id: id}, timeout: 10_000)
@@ -328,8 +457,17 @@ defmodule HFBridge.Session do
         fetch(%{state | stream: nil}, timeout, empty_calls + 1)
 
       :done ->
-        {{:error, Error.new(:session, :protocol_error, "the server ended the batch stream without end_of_data")},
-         %{state | stream: nil}}
+        {{:error,
+          Error.new(
+            :session,
+            :protocol_error,
+            "the server ended the batch stream without end_of_data"
+          )}, %{state | stream: nil}}
+
+      # Nothing arrived in time: the call stays open and the next request
+      # continues it, so no batch already on its way is lost.
+      {:error, %Error{layer: :grpc, code: :timeout} = error} ->
+        {{:error, error}, state}
 
       {:error, %Error{} = error} ->
         Client.cancel(state.stream)

@@ -120,7 +120,11 @@ defmodule HFBridge.Spec do
         }
 
   @typedoc "An `OpenRequest` message as a map."
-  @type open_request :: %{spec: t(), batch_size: non_neg_integer(), max_batch_bytes: non_neg_integer()}
+  @type open_request :: %{
+          spec: t(),
+          batch_size: non_neg_integer(),
+          max_batch_bytes: non_neg_integer()
+        }
 
   @ops %{
     :== => "==",
@@ -173,7 +177,11 @@ defmodule HFBridge.Spec do
 
   defp check_dataset(dataset) do
     {:error,
-     Error.new(:options, :invalid_option, "dataset must be a non-empty string, got: #{inspect(dataset, limit: 10)}")}
+     Error.new(
+       :options,
+       :invalid_option,
+       "dataset must be a non-empty string, got: #{inspect(dataset, limit: 10)}"
+     )}
   end
 
   defp to_spec(dataset, valid) do
@@ -214,7 +222,8 @@ defmodule HFBridge.Spec do
     if patterns != [] and Enum.all?(patterns, &(is_binary(&1) and &1 != "")) do
       {:ok, [%{split: "", patterns: patterns}]}
     else
-      {:error, "expected a non-empty list of non-empty path strings, got: #{inspect(patterns, limit: 10)}"}
+      {:error,
+       "expected a non-empty list of non-empty path strings, got: #{inspect(patterns, limit: 10)}"}
     end
   end
 
@@ -240,7 +249,9 @@ defmodule HFBridge.Spec do
   end
 
   def check_data_files(other),
-    do: {:error, "expected a path string, a list of them, or a map of split to paths, got: #{inspect(other, limit: 10)}"}
+    do:
+      {:error,
+       "expected a path string, a list of them, or a map of split to paths, got: #{inspect(other, limit: 10)}"}
 
   @doc false
   @spec check_columns(term()) :: {:ok, [String.t()] | nil} | {:error, String.t()}
@@ -254,12 +265,15 @@ defmodule HFBridge.Spec do
     end
   end
 
-  def check_columns(other), do: {:error, "expected a list of column names (strings), got: #{inspect(other, limit: 10)}"}
+  def check_columns(other),
+    do: {:error, "expected a list of column names (strings), got: #{inspect(other, limit: 10)}"}
 
-  defp column_name?(name), do: (is_binary(name) and name != "") or (is_atom(name) and name not in [nil, true, false])
+  defp column_name?(name),
+    do: (is_binary(name) and name != "") or (is_atom(name) and name not in [nil, true, false])
 
   @doc false
-  @spec check_shuffle(term()) :: {:ok, {boolean(), non_neg_integer(), non_neg_integer()}} | {:error, String.t()}
+  @spec check_shuffle(term()) ::
+          {:ok, {boolean(), non_neg_integer(), non_neg_integer()}} | {:error, String.t()}
   def check_shuffle(false), do: {:ok, {false, 0, 0}}
   def check_shuffle(nil), do: {:ok, {false, 0, 0}}
   def check_shuffle(true), do: {:ok, {true, 0, 0}}
@@ -277,10 +291,13 @@ defmodule HFBridge.Spec do
   end
 
   def check_shuffle(other),
-    do: {:error, "expected true, false or [seed: integer, buffer: integer], got: #{inspect(other, limit: 10)}"}
+    do:
+      {:error,
+       "expected true, false or [seed: integer, buffer: integer], got: #{inspect(other, limit: 10)}"}
 
   @doc false
-  @spec check_shard(term()) :: {:ok, {non_neg_integer(), pos_integer()} | nil} | {:error, String.t()}
+  @spec check_shard(term()) ::
+          {:ok, {non_neg_integer(), pos_integer()} | nil} | {:error, String.t()}
   def check_shard(nil), do: {:ok, nil}
 
   def check_shard({index, count})
@@ -288,7 +305,9 @@ defmodule HFBridge.Spec do
       do: {:ok, {index, count}}
 
   def check_shard(other),
-    do: {:error, "expected {index, count} with 0 <= index < count, got: #{inspect(other, limit: 10)}"}
+    do:
+      {:error,
+       "expected {index, count} with 0 <= index < count, got: #{inspect(other, limit: 10)}"}
 
   @doc false
   @spec check_filters(term()) :: {:ok, [map()] | nil} | {:error, String.t()}
@@ -327,7 +346,10 @@ defmodule HFBridge.Spec do
     end)
   end
 
-  defp clause(other), do: {:error, "each filter clause must be a non-empty list of tuples, got: #{inspect(other, limit: 10)}"}
+  defp clause(other),
+    do:
+      {:error,
+       "each filter clause must be a non-empty list of tuples, got: #{inspect(other, limit: 10)}"}
 
   defp filter({column, op, value} = filter) do
     with {:column, true} <- {:column, column_name?(column)},
@@ -340,7 +362,8 @@ defmodule HFBridge.Spec do
     end
   end
 
-  defp filter(other), do: {:error, "expected a {column, op, value} tuple, got: #{inspect(other, limit: 10)}"}
+  defp filter(other),
+    do: {:error, "expected a {column, op, value} tuple, got: #{inspect(other, limit: 10)}"}
 
   defp op(op) when is_map_key(@ops, op), do: {:ok, Map.fetch!(@ops, op)}
 
@@ -348,7 +371,10 @@ defmodule HFBridge.Spec do
     if op in Map.values(@ops), do: {:ok, op}, else: op(:invalid)
   end
 
-  defp op(op), do: {:error, "unknown operator #{inspect(op)}; use one of #{Enum.map_join(Map.keys(@ops), ", ", &inspect/1)}"}
+  defp op(op),
+    do:
+      {:error,
+       "unknown operator #{inspect(op)}; use one of #{Enum.map_join(Map.keys(@ops), ", ", &inspect/1)}"}
 
   defp filter_value(op, values) when op in ["in", "not in"] do
     if is_list(values) and values != [] do
@@ -379,5 +405,7 @@ defmodule HFBridge.Spec do
   def scalar(value) when is_binary(value), do: {:ok, %{string_value: value}}
 
   def scalar(value),
-    do: {:error, "filter values must be integers, floats, strings or booleans, got: #{inspect(value, limit: 10)}"}
+    do:
+      {:error,
+       "filter values must be integers, floats, strings or booleans, got: #{inspect(value, limit: 10)}"}
 end

@@ -59,9 +59,9 @@ defmodule HFBridge.Telemetry do
         &MyApp.Telemetry.handle_event/4, nil)
   """
 
-  # :telemetry is optional: calls to it are only made after checking at run
-  # time that it is loaded, so its absence at compile time is expected.
-  @compile {:no_warn_undefined, :telemetry}
+  # :telemetry is optional: calls to it are made only after checking at run
+  # time that it is loaded, through telemetry/0, so the compiler neither
+  # expects it at compile time nor counts it as a dependency of :hf_bridge.
 
   @typedoc "A full event name, such as `[:hf_bridge, :batch, :received]`."
   @type event_name :: [atom(), ...]
@@ -130,7 +130,7 @@ defmodule HFBridge.Telemetry do
   def execute(event, measurements, metadata \\ %{})
       when is_list(event) and is_map(measurements) and is_map(metadata) do
     if enabled?() do
-      :telemetry.execute(event, measurements, metadata)
+      telemetry().execute(event, measurements, metadata)
     end
 
     :ok
@@ -148,7 +148,7 @@ defmodule HFBridge.Telemetry do
   def span(prefix, start_metadata, fun)
       when is_list(prefix) and is_map(start_metadata) and is_function(fun, 0) do
     if enabled?() do
-      :telemetry.span(prefix, start_metadata, fun)
+      telemetry().span(prefix, start_metadata, fun)
     else
       case fun.() do
         {result, stop_metadata} when is_map(stop_metadata) ->
@@ -166,4 +166,6 @@ defmodule HFBridge.Telemetry do
       end
     end
   end
+
+  defp telemetry, do: :telemetry
 end

@@ -4,13 +4,13 @@ defmodule HFBridge.ExportTest do
   # HFBridge.Export.run/4 against the real Python server.
   use HFBridge.ServerCase, async: false
 
-  alias HFBridge.{Error, Export, ExportFixtures, Parquet, TestDatasets}
+  alias HFBridge.{Error, Export, ExportFixtures, Parquet}
   alias HFBridge.Parquet.Manifest
 
   @moduletag timeout: 300_000
 
   setup_all %{data_dir: data_dir} do
-    %{glob: TestDatasets.rich_parquet!(Path.join(data_dir, "rich"), 3, 200)}
+    %{glob: ExportFixtures.write_dataset(Path.join(data_dir, "rich"), 3, 200)}
   end
 
   # The exported rows equal the source rows, compared by pyarrow.
@@ -177,5 +177,43 @@ defmodule HFBridge.ExportTest do
     after
       0 -> Enum.reverse(acc)
     end
+  end
+end
+
+defmodule HFBridge.ExportTelemetryTest do
+  # With :telemetry loaded, an export is a span with progress events.
+  use HFBridge.ServerCase, async: false
+
+  @moduletag timeout: 300_000
+
+  if Code.ensure_loaded?(:telemetry) do
+    setup_all do
+      {:ok, _} = Application.ensure_all_started(:telemetry)
+      :ok
+    end
+  else
+    IO.puts("skipping HFBridge.ExportTelemetryTest: :telemetry is not available")
+    @moduletag skip: ":telemetry is not available"
+  end
+
+  test "[:hf_bridge, :export] span and progress events", ctx do
+    glob = HFBridge.ExportFixtures.write_dataset(Path.join(ctx.data_dir, "simple"), 1, 500)
+    parent = self()
+    events = [[:hf_bridge, :export, :start], [:hf_bridge, :export, :stop], [:hf_bridge, :export, :progress]]
+
+    handler = fn name, measurements, metadata, _ -> send(parent, {:event, name, measurements, metadata}) end
+    :ok = apply(:telemetry, :attach_many, ["export-test", events, handler, nil])
+    on_exit(fn -> apply(:telemetry, :detach, ["export-test"]) end)
+
+    dest = Path.join(ctx.export_dir, "telemetry")
+    assert {:ok, m} = HFBridge.Export.run(ctx.client, "parquet", dest, data_files: glob, batch_size: 50)
+
+    assert_received {:event, [:hf_bridge, :export, :start], _, %{dataset: "parquet", destination: ^dest}}
+    assert_received {:event, [:hf_bridge, :export, :progress], %{rows: _, bytes: _, files: _}, %{total_rows: _}}
+
+    assert_received {:event, [:hf_bridge, :export, :stop], %{duration: _},
+                     %{rows: 500, files: files, manifest_uri: uri}}
+
+    assert files == m.file_count and uri == m.uri
   end
 end

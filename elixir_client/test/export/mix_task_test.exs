@@ -4,13 +4,13 @@ defmodule Mix.Tasks.Hf.ExportTest do
   # `mix hf.export` run as a user runs it: a separate `mix` process.
   use HFBridge.ServerCase, async: false
 
-  alias HFBridge.{ExportFixtures, Parquet, TestDatasets}
+  alias HFBridge.{ExportFixtures, Parquet}
 
   @moduletag timeout: 300_000
   @project Path.expand("../..", __DIR__)
 
   setup_all %{data_dir: data_dir} do
-    %{glob: TestDatasets.rich_parquet!(Path.join(data_dir, "rich"), 2, 150)}
+    %{glob: ExportFixtures.write_dataset(Path.join(data_dir, "rich"), 2, 150)}
   end
 
   # Runs `mix hf.export ARGS` in this project, with this run's build path.

@@ -254,6 +254,55 @@ defmodule HFBridge.GRPC.FaultTest do
     GRPC.disconnect(conn)
   end
 
+  test "cancel/1 and a dying caller both send RST_STREAM CANCEL" do
+    test = self()
+
+    {port, _} =
+      Peer.start(fn peer ->
+        peer = Peer.handshake(peer)
+
+        Enum.reduce(1..2, peer, fn _, peer ->
+          {{:headers, sid, _, _, _}, peer} = Peer.await_request(peer)
+
+          peer =
+            Peer.headers(
+              peer,
+              sid,
+              [{":status", "200"}, {"content-type", "application/grpc"}],
+              false
+            )
+
+          Peer.out(peer, Frame.data(sid, [<<0, 2::32>>, "hi"], false))
+          {frame, peer} = Peer.await(peer, &match?({:rst_stream, ^sid, _}, &1))
+          send(test, {:peer_saw, frame})
+          peer
+        end)
+      end)
+
+    {:ok, conn} = connect(port)
+    {:ok, stream} = GRPC.server_stream(conn, "/s/A", "x")
+    assert {:ok, "hi"} = GRPC.recv(stream, 5_000)
+    assert :ok = GRPC.cancel(stream)
+    assert_receive {:peer_saw, {:rst_stream, 1, :cancel}}, 5_000
+    assert {:error, %HFBridge.Error{code: :cancelled}} = GRPC.recv(stream)
+
+    owner =
+      spawn(fn ->
+        {:ok, stream} = GRPC.server_stream(conn, "/s/B", "x")
+        {:ok, "hi"} = GRPC.recv(stream, 5_000)
+        send(test, :owner_ready)
+        Process.sleep(:infinity)
+      end)
+
+    assert_receive :owner_ready, 5_000
+    Process.exit(owner, :kill)
+    assert_receive {:peer_saw, {:rst_stream, 3, :cancel}}, 5_000
+    assert Process.alive?(conn)
+    assert %{calls: 0} = Connection.stats(conn)
+    GRPC.disconnect(conn)
+    refute_stray_messages()
+  end
+
   test "calls beyond the server's max concurrent streams wait for a free slot" do
     test = self()
 
@@ -421,6 +470,31 @@ defmodule HFBridge.GRPC.FaultTest do
 
     assert {:error, %HFBridge.Error{code: :unavailable, retryable: true}} =
              GRPC.connect("127.0.0.1", free_port(), connect_timeout: 2_000)
+
+    assert {:error, %HFBridge.Error{code: :invalid_argument}} = GRPC.connect(~c"localhost", 80)
+  end
+
+  test "bad call arguments are errors and leave the connection alone" do
+    {port, _} = Peer.start(fn peer -> Peer.handshake(peer) end)
+    {:ok, conn} = connect(port, connect_timeout: nil, tls: nil, metadata: nil)
+
+    assert {:error, %HFBridge.Error{code: :invalid_argument}} = GRPC.unary(conn, "no-slash", "")
+
+    assert {:error, %HFBridge.Error{code: :invalid_argument}} =
+             GRPC.unary(conn, "/a/B", [:not_iodata])
+
+    assert {:error, %HFBridge.Error{code: :invalid_argument}} =
+             GRPC.unary(conn, "/a/B", "", timeout: -1)
+
+    assert {:error, %HFBridge.Error{code: :invalid_argument}} =
+             GRPC.server_stream(conn, "/a/B", "", metadata: [{"bad name", "v"}])
+
+    assert {:error, %HFBridge.Error{code: :invalid_argument}} =
+             GRPC.unary(conn, "/a/B", "", metadata: [{"x-k", "line\nbreak"}])
+
+    assert Process.alive?(conn)
+    assert %{calls: 0} = Connection.stats(conn)
+    GRPC.disconnect(conn)
   end
 
   defp free_port do

@@ -3,10 +3,10 @@ defmodule HFBridge.E2ETest do
   # `datasets` yields in-process for the same spec (tests/golden/e2e_rows.py).
   use HFBridge.ServerCase, async: true
 
-  alias HFBridge.{Spec, TestDatasets}
+  alias HFBridge.Spec
 
   setup_all %{data_dir: data_dir} do
-    glob = TestDatasets.rich_parquet!(Path.join(data_dir, "rich"), 4, 150)
+    glob = rich_parquet!(Path.join(data_dir, "rich"), 4, 150)
     %{glob: glob}
   end
 
@@ -38,21 +38,36 @@ defmodule HFBridge.E2ETest do
     assert row["tokens"] == ["t0", "t1", "t2"]
     assert row["emb"] == [1.5, -1.25, 0.0]
     assert row["meta"] == %{"source" => "src0", "score" => 1.0}
-    assert %{"bytes" => <<0x89, "PNG\r\n", 0x1A, "\n", 0, 0, 0, 3, 0, 1, 2>>, "path" => nil} = row["img"]
+
+    assert %{"bytes" => <<0x89, "PNG\r\n", 0x1A, "\n", 0, 0, 0, 3, 0, 1, 2>>, "path" => nil} =
+             row["img"]
+
     assert {:naive_datetime, _} = row["ts"]
     assert {:datetime, _} = row["ts_utc"]
     assert row["day"] == {:date, "2000-01-03"}
     assert Enum.at(rows, 4)["text"] == "row 4 é漢 \"q\" \#{x}"
   end
 
-  test "shuffled rows equal datasets in-process and are a permutation", %{client: client, glob: glob} do
-    rows = assert_same(client, "parquet", data_files: glob, shuffle: [seed: 42, buffer: 50], batch_size: 100)
+  test "shuffled rows equal datasets in-process and are a permutation", %{
+    client: client,
+    glob: glob
+  } do
+    rows =
+      assert_same(client, "parquet",
+        data_files: glob,
+        shuffle: [seed: 42, buffer: 50],
+        batch_size: 100
+      )
+
     ids = Enum.map(rows, & &1["id"])
     assert Enum.sort(ids) == Enum.to_list(0..599)
     assert ids != Enum.to_list(0..599)
   end
 
-  test "sharded, column-selected, skipped and taken rows equal datasets in-process", %{client: client, glob: glob} do
+  test "sharded, column-selected, skipped and taken rows equal datasets in-process", %{
+    client: client,
+    glob: glob
+  } do
     rows =
       assert_same(client, "parquet",
         data_files: glob,
@@ -77,14 +92,22 @@ defmodule HFBridge.E2ETest do
     assert Enum.map(rows, & &1["id"]) == Enum.to_list(1..99//2) ++ [300, 301, 302]
   end
 
-  test "two processes reading different shards together see every row once", %{client: client, glob: glob} do
+  test "two processes reading different shards together see every row once", %{
+    client: client,
+    glob: glob
+  } do
     parent = self()
 
     tasks =
       for index <- 0..1 do
         Task.async(fn ->
           ids =
-            HFBridge.rows("parquet", client: client, data_files: glob, shard: {index, 2}, batch_size: 50)
+            HFBridge.rows("parquet",
+              client: client,
+              data_files: glob,
+              shard: {index, 2},
+              batch_size: 50
+            )
             |> Enum.map(& &1["id"])
 
           send(parent, {:shard_done, index})
@@ -103,8 +126,14 @@ defmodule HFBridge.E2ETest do
     end
   end
 
-  test "batches carry sequence numbers and Arrow IPC any reader takes", %{client: client, glob: glob} do
-    batches = HFBridge.stream("parquet", client: client, data_files: glob, batch_size: 256) |> Enum.to_list()
+  test "batches carry sequence numbers and Arrow IPC any reader takes", %{
+    client: client,
+    glob: glob
+  } do
+    batches =
+      HFBridge.stream("parquet", client: client, data_files: glob, batch_size: 256)
+      |> Enum.to_list()
+
     assert Enum.map(batches, & &1.seq) == Enum.to_list(0..(length(batches) - 1))
     assert Enum.sum(Enum.map(batches, & &1.num_rows)) == 600
 
@@ -122,11 +151,16 @@ defmodule HFBridge.E2ETest do
     assert [%{name: "train"}] = info.splits
     assert info.features["label"] == %{"_type" => "ClassLabel", "names" => ["neg", "pos"]}
     assert info.features["img"]["_type"] == "Image"
+
     assert Enum.map(info.schema.fields, & &1.name) ==
              ~w(id label text tokens emb meta img ts ts_utc day)
   end
 
-  test "server errors are HFBridge.Error values", %{client: client, data_dir: data_dir, glob: glob} do
+  test "server errors are HFBridge.Error values", %{
+    client: client,
+    data_dir: data_dir,
+    glob: glob
+  } do
     assert {:error, %HFBridge.Error{code: :not_found}} =
              HFBridge.info(client, Path.join(data_dir, "no_such_dataset"))
 
@@ -136,7 +170,8 @@ defmodule HFBridge.E2ETest do
     assert error.message =~ "nope"
 
     assert_raise HFBridge.Error, ~r/nope/, fn ->
-      HFBridge.rows("parquet", client: client, data_files: glob, columns: ["nope"]) |> Enum.take(1)
+      HFBridge.rows("parquet", client: client, data_files: glob, columns: ["nope"])
+      |> Enum.take(1)
     end
   end
 end

@@ -1,9 +1,9 @@
 defmodule HFBridge.LocalServerTest do
   use ExUnit.Case, async: true
 
-  import HFBridge.ServerCase, only: [python: 0]
+  import HFBridge.ServerCase, only: [python: 0, simple_parquet!: 2]
 
-  alias HFBridge.{Client, Error, LocalServer, Python, TestDatasets}
+  alias HFBridge.{Client, Error, LocalServer, Python}
 
   setup do
     dir = Path.join(System.tmp_dir!(), "hf_bridge_local_#{System.unique_integer([:positive])}")
@@ -29,7 +29,12 @@ defmodule HFBridge.LocalServerTest do
     String.trim(out) != ""
   end
 
-  defp os_alive?(os_pid), do: match?({_, 0}, System.cmd("kill", ["-0", Integer.to_string(os_pid)], stderr_to_stdout: true))
+  defp os_alive?(os_pid),
+    do:
+      match?(
+        {_, 0},
+        System.cmd("kill", ["-0", Integer.to_string(os_pid)], stderr_to_stdout: true)
+      )
 
   test "connect(local: true) starts a server that disconnect/1 stops", ctx do
     assert {:ok, client} = HFBridge.connect(local: true, local_server: ctx.server_opts)
@@ -39,8 +44,10 @@ defmodule HFBridge.LocalServerTest do
     assert server_running?(ctx.state_dir)
     assert LocalServer.address(client.server) == client.address
 
-    path = TestDatasets.simple_parquet!(Path.join([ctx.dir, "data", "t.parquet"]), 20)
-    assert {:ok, %HFBridge.Info{builder: "parquet"}} = HFBridge.info(client, "parquet", data_files: path)
+    path = simple_parquet!(Path.join([ctx.dir, "data", "t.parquet"]), 20)
+
+    assert {:ok, %HFBridge.Info{builder: "parquet"}} =
+             HFBridge.info(client, "parquet", data_files: path)
 
     ref = Process.monitor(client.server)
     assert :ok = HFBridge.disconnect(client)
@@ -64,19 +71,32 @@ defmodule HFBridge.LocalServerTest do
   end
 
   test "a stream without a client starts a local server and stops it when done", ctx do
-    path = TestDatasets.simple_parquet!(Path.join([ctx.dir, "data", "t.parquet"]), 50)
+    path = simple_parquet!(Path.join([ctx.dir, "data", "t.parquet"]), 50)
 
     rows =
-      HFBridge.rows("parquet", local: true, local_server: ctx.server_opts, data_files: path, take: 3)
+      HFBridge.rows("parquet",
+        local: true,
+        local_server: ctx.server_opts,
+        data_files: path,
+        take: 3
+      )
       |> Enum.to_list()
 
-    assert rows == [%{"id" => 0, "text" => "row 0"}, %{"id" => 1, "text" => "row 1"}, %{"id" => 2, "text" => "row 2"}]
+    assert rows == [
+             %{"id" => 0, "text" => "row 0"},
+             %{"id" => 1, "text" => "row 1"},
+             %{"id" => 2, "text" => "row 2"}
+           ]
+
     refute server_running?(ctx.state_dir)
   end
 
   test "a Python that does not exist is a clear error", ctx do
     opts = Keyword.put(ctx.server_opts, :python, "/nonexistent/bin/python")
-    assert {:error, %Error{code: :python_not_found, message: message}} = HFBridge.connect(local: true, local_server: opts)
+
+    assert {:error, %Error{code: :python_not_found, message: message}} =
+             HFBridge.connect(local: true, local_server: opts)
+
     assert message =~ "/nonexistent/bin/python"
     assert message =~ "make install" or message =~ "pip install"
   end
@@ -89,9 +109,14 @@ defmodule HFBridge.LocalServerTest do
   end
 
   test "bad server options are errors naming the option", ctx do
-    assert {:error, %Error{message: m}} = LocalServer.start(Keyword.put(ctx.server_opts, :workers, 0))
+    assert {:error, %Error{message: m}} =
+             LocalServer.start(Keyword.put(ctx.server_opts, :workers, 0))
+
     assert m =~ "option :workers"
-    assert {:error, %Error{message: m}} = LocalServer.start(Keyword.put(ctx.server_opts, :wrkers, 1))
+
+    assert {:error, %Error{message: m}} =
+             LocalServer.start(Keyword.put(ctx.server_opts, :wrkers, 1))
+
     assert m =~ "unknown option :wrkers"
   end
 
@@ -116,9 +141,14 @@ defmodule HFBridge.LocalServerTest do
     end
 
     test "HF_BRIDGE_PYTHON wins and must be executable", %{dir: dir} do
-      assert {:ok, %{executable: exe}} = Python.find(env: %{"HF_BRIDGE_PYTHON" => python(), "PATH" => ""})
+      assert {:ok, %{executable: exe}} =
+               Python.find(env: %{"HF_BRIDGE_PYTHON" => python(), "PATH" => ""})
+
       assert exe == Path.expand(python())
-      assert {:error, %Error{message: m}} = Python.find(env: %{"HF_BRIDGE_PYTHON" => Path.join(dir, "nope")})
+
+      assert {:error, %Error{message: m}} =
+               Python.find(env: %{"HF_BRIDGE_PYTHON" => Path.join(dir, "nope")})
+
       assert m =~ "HF_BRIDGE_PYTHON names"
     end
 

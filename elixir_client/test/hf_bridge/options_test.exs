@@ -22,12 +22,20 @@ defmodule HFBridge.OptionsTest do
   test "validates nested keyword lists with their defaults" do
     assert {:ok, opts} = Options.validate([name: "x", nested: []], @schema)
     assert opts[:nested] == [depth: 1]
-    assert {:error, %Error{message: m}} = Options.validate([name: "x", nested: [deep: 2]], @schema)
+
+    assert {:error, %Error{message: m}} =
+             Options.validate([name: "x", nested: [deep: 2]], @schema)
+
     assert m =~ "option :nested" and m =~ "unknown option :deep"
   end
 
   test "errors name the option and say what was expected" do
-    check = fn opts -> {:error, %Error{layer: :options, code: :invalid_option, message: m}} = Options.validate(opts, @schema); m end
+    check = fn opts ->
+      {:error, %Error{layer: :options, code: :invalid_option, message: m}} =
+        Options.validate(opts, @schema)
+
+      m
+    end
 
     assert check.([]) =~ "required option :name not found"
     assert check.(name: 1) =~ "invalid value for option :name: expected string, got: 1"
@@ -46,7 +54,8 @@ defmodule HFBridge.OptionsTest do
   end
 
   test "take/2 splits known from other options" do
-    assert Options.take([size: 1, other: 2, name: "n"], @schema) == {[size: 1, name: "n"], [other: 2]}
+    assert Options.take([size: 1, other: 2, name: "n"], @schema) ==
+             {[size: 1, name: "n"], [other: 2]}
   end
 
   test "docs/1 lists every option with type and default" do

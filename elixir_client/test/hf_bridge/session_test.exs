@@ -1,25 +1,30 @@
 defmodule HFBridge.SessionTest do
   use HFBridge.ServerCase, async: true
 
-  alias HFBridge.{Batch, Client, Session, TestDatasets}
+  alias HFBridge.{Batch, Client, Session}
 
   setup_all %{data_dir: data_dir} do
     %{
-      small: TestDatasets.simple_parquet!(Path.join(data_dir, "small.parquet"), 100),
-      large: TestDatasets.simple_parquet!(Path.join(data_dir, "large.parquet"), 200_000)
+      small: simple_parquet!(Path.join(data_dir, "small.parquet"), 100),
+      large: simple_parquet!(Path.join(data_dir, "large.parquet"), 200_000)
     }
   end
 
   # A session id the server no longer knows: reading it fails with NOT_FOUND.
   defp assert_closed_on_server(client, session_id) do
-    {:ok, stream} = Client.server_stream(client, :ReadBatches, %{session_id: session_id, max_batches: 1})
+    {:ok, stream} =
+      Client.server_stream(client, :ReadBatches, %{session_id: session_id, max_batches: 1})
+
     assert {:error, %HFBridge.Error{code: :not_found}} = Client.recv(stream, 30_000)
   end
 
   defp ids(batch), do: Enum.map(Batch.rows!(batch), & &1["id"])
 
   describe "lazy streams" do
-    test "Enum.take/2 reads the first batch and closes its session", %{client: client, large: large} do
+    test "Enum.take/2 reads the first batch and closes its session", %{
+      client: client,
+      large: large
+    } do
       parent = self()
 
       rows =
@@ -39,13 +44,23 @@ defmodule HFBridge.SessionTest do
 
     test "nothing is opened until the stream is enumerated", %{client: client, large: large} do
       parent = self()
-      stream = HFBridge.stream("parquet", client: client, data_files: large, on_open: &send(parent, {:opened, &1}))
+
+      stream =
+        HFBridge.stream("parquet",
+          client: client,
+          data_files: large,
+          on_open: &send(parent, {:opened, &1})
+        )
+
       refute_received {:opened, _}
       assert [%Batch{seq: 0}] = Enum.take(stream, 1)
       assert_received {:opened, _}
     end
 
-    test "a stream acks each batch once the consumer asks past it", %{client: client, small: small} do
+    test "a stream acks each batch once the consumer asks past it", %{
+      client: client,
+      small: small
+    } do
       parent = self()
 
       stream =
@@ -56,12 +71,14 @@ defmodule HFBridge.SessionTest do
           on_open: &send(parent, {:opened, &1})
         )
 
-      # While the consumer holds batch 3 (asking for it acknowledged batch 2),
-      # a resume by token continues at batch 3.
+      # While the consumer holds batch 3 (asking for it acknowledged batch 2,
+      # asynchronously: flush_acks/1 waits for that), a resume by token
+      # continues at batch 3.
       seqs =
         Enum.reduce_while(stream, [], fn batch, acc ->
           if batch.seq == 3 do
-            assert_received {:opened, %{resume_token: token}}
+            assert_received {:opened, %{resume_token: token, session: session}}
+            assert :ok = Session.flush_acks(session)
             {:ok, resumed} = Session.resume(client, token)
             assert {:ok, %Batch{seq: 3} = again} = Session.next_batch(resumed)
             assert ids(again) == ids(batch)
@@ -118,7 +135,10 @@ defmodule HFBridge.SessionTest do
   end
 
   describe "sessions" do
-    test "read, ack, resume: continues exactly after the acked batch", %{client: client, small: small} do
+    test "read, ack, resume: continues exactly after the acked batch", %{
+      client: client,
+      small: small
+    } do
       {:ok, session} = HFBridge.open(client, "parquet", data_files: small, batch_size: 10)
       assert {:ok, %Batch{seq: 0} = b0} = Session.next_batch(session)
       assert {:ok, %Batch{seq: 1}} = Session.next_batch(session)
@@ -130,7 +150,10 @@ defmodule HFBridge.SessionTest do
       assert {:ok, %Batch{seq: 2} = again} = Session.next_batch(resumed)
       assert ids(again) == ids(b2)
 
-      rest = Stream.repeatedly(fn -> Session.next_batch(resumed) end) |> Enum.take_while(&match?({:ok, _}, &1))
+      rest =
+        Stream.repeatedly(fn -> Session.next_batch(resumed) end)
+        |> Enum.take_while(&match?({:ok, _}, &1))
+
       assert Enum.flat_map(rest, fn {:ok, b} -> ids(b) end) == Enum.to_list(30..99)
       assert :done = Session.next_batch(resumed)
       assert :ok = Session.close(resumed)
@@ -163,7 +186,10 @@ defmodule HFBridge.SessionTest do
       assert {:error, %HFBridge.Error{code: :closed}} = Session.next_batch(session)
     end
 
-    test "the session closes when the process that opened it exits", %{client: client, small: small} do
+    test "the session closes when the process that opened it exits", %{
+      client: client,
+      small: small
+    } do
       parent = self()
 
       {pid, ref} =
@@ -179,7 +205,10 @@ defmodule HFBridge.SessionTest do
       assert_closed_on_server(client, id)
     end
 
-    test "an explicit owner keeps the session alive past its opener", %{client: client, small: small} do
+    test "an explicit owner keeps the session alive past its opener", %{
+      client: client,
+      small: small
+    } do
       parent = self()
 
       task =
@@ -193,9 +222,80 @@ defmodule HFBridge.SessionTest do
       Session.close(session)
     end
 
+    test "asynchronous acks coalesce and are flushed in order", %{client: client, small: small} do
+      {:ok, session} = HFBridge.open(client, "parquet", data_files: small, batch_size: 10)
+      for _ <- 0..5, do: {:ok, _} = Session.next_batch(session)
+      for seq <- 0..4, do: :ok = Session.ack_async(session, seq)
+      assert :ok = Session.flush_acks(session)
+      {:ok, resumed} = Session.resume(client, session)
+      assert {:ok, %Batch{seq: 5} = batch} = Session.next_batch(resumed)
+      assert ids(batch) == Enum.to_list(50..59)
+      Session.close(resumed)
+    end
+
+    test "a failed asynchronous ack is returned by the next call", %{client: client, small: small} do
+      {:ok, session} = HFBridge.open(client, "parquet", data_files: small, batch_size: 10)
+      {:ok, _} = Session.next_batch(session)
+      # Batch 7 was never delivered: the server refuses to acknowledge it.
+      :ok = Session.ack_async(session, 7)
+      assert {:error, %HFBridge.Error{}} = Session.flush_acks(session)
+      assert {:ok, %Batch{seq: 1}} = Session.next_batch(session)
+      Session.close(session)
+    end
+
+    test "a batch that times out is not lost: the next call delivers it", %{client: client, large: large} do
+      {:ok, session} = HFBridge.open(client, "parquet", data_files: large, batch_size: 100)
+
+      first =
+        case Session.next_batch(session, 0) do
+          {:error, %HFBridge.Error{code: :timeout}} -> Session.next_batch(session)
+          other -> other
+        end
+
+      assert {:ok, %Batch{seq: 0} = batch} = first
+      assert ids(batch) == Enum.to_list(0..99)
+      assert {:ok, %Batch{seq: 1}} = Session.next_batch(session)
+      Session.close(session)
+    end
+
     test "resuming an unknown token is NOT_FOUND", %{client: client} do
       assert {:error, %HFBridge.Error{code: code}} = Session.resume(client, "no-such-token")
       assert code in [:not_found, :invalid_argument]
+    end
+  end
+
+  describe "clients" do
+    test "a client's connection closes when its owner exits", %{address: address} do
+      parent = self()
+
+      {pid, ref} =
+        spawn_monitor(fn ->
+          {:ok, client} = HFBridge.connect(address: address)
+          send(parent, {:conn, client.conn})
+        end)
+
+      assert_receive {:conn, conn}
+      assert_receive {:DOWN, ^ref, :process, ^pid, :normal}
+      conn_ref = Process.monitor(conn)
+      assert_receive {:DOWN, ^conn_ref, :process, ^conn, _}, 10_000
+    end
+
+    test "call/4 and server_stream/4 speak the proto messages", %{client: client, small: small} do
+      {:ok, spec} = HFBridge.Spec.build("parquet", data_files: small)
+
+      assert {:ok, %{builder: "parquet", splits: [%{name: "train"}]}} =
+               Client.call(client, :GetInfo, spec)
+
+      assert {:ok, %{session_id: id}} =
+               Client.call(client, :OpenSession, %{spec: spec, batch_size: 60})
+
+      {:ok, stream} =
+        Client.server_stream(client, :ReadBatches, %{session_id: id, max_batches: 1})
+
+      assert {:ok, %{seq: 0, num_rows: 60, end_of_data: false}} = Client.recv(stream)
+      assert :done = Client.recv(stream)
+      assert {:ok, %{}} = Client.call(client, :CloseSession, %{session_id: id})
+      assert {:error, %HFBridge.Error{code: :unimplemented}} = Client.call(client, :Nope, %{})
     end
   end
 end

@@ -5,7 +5,8 @@ defmodule HFBridge.SpecTest do
 
   doctest HFBridge.Spec
 
-  defp message({:error, %Error{layer: :options, code: :invalid_option, message: message}}), do: message
+  defp message({:error, %Error{layer: :options, code: :invalid_option, message: message}}),
+    do: message
 
   test "defaults give an empty spec" do
     assert {:ok, spec} = Spec.build("user/name")
@@ -51,14 +52,24 @@ defmodule HFBridge.SpecTest do
     assert request.max_batch_bytes == 1_000_000
     spec = request.spec
     assert spec.config == "c" and spec.split == "test" and spec.revision == "main"
-    assert spec.data_files == [%{split: "test", patterns: ["a/*.parquet"]}, %{split: "train", patterns: ["b.parquet", "c.parquet"]}]
+
+    assert spec.data_files == [
+             %{split: "test", patterns: ["a/*.parquet"]},
+             %{split: "train", patterns: ["b.parquet", "c.parquet"]}
+           ]
+
     assert spec.columns == ["a", "b"]
 
     assert spec.filters == [
              %{
                all: [
                  %{column: "a", op: ">=", value: %{float_value: 1.5}, values: []},
-                 %{column: "b", op: "not in", value: nil, values: [%{string_value: "x"}, %{string_value: "y"}]},
+                 %{
+                   column: "b",
+                   op: "not in",
+                   value: nil,
+                   values: [%{string_value: "x"}, %{string_value: "y"}]
+                 },
                  %{column: "c", op: "!=", value: %{bool_value: true}, values: []}
                ]
              }
@@ -69,16 +80,26 @@ defmodule HFBridge.SpecTest do
     assert {spec.skip, spec.take} == {5, 0}
 
     # The codec takes the request as is, and decodes it back to the same values.
-    {:ok, decoded} = HFBridge.Proto.decode(:OpenRequest, HFBridge.Proto.encode(:OpenRequest, request))
-    assert HFBridge.Proto.encode(:DatasetSpec, decoded.spec) == HFBridge.Proto.encode(:DatasetSpec, spec)
-    assert [%{all: [%{value: %{float_value: 1.5}}, %{values: [%{string_value: "x"}, _]}, _]}] = decoded.spec.filters
+    {:ok, decoded} =
+      HFBridge.Proto.decode(:OpenRequest, HFBridge.Proto.encode(:OpenRequest, request))
+
+    assert HFBridge.Proto.encode(:DatasetSpec, decoded.spec) ==
+             HFBridge.Proto.encode(:DatasetSpec, spec)
+
+    assert [%{all: [%{value: %{float_value: 1.5}}, %{values: [%{string_value: "x"}, _]}, _]}] =
+             decoded.spec.filters
+
     assert decoded.spec.take == 0
   end
 
   test "a DNF list of clauses is kept as clauses" do
-    {:ok, spec} = Spec.build("parquet", filters: [[{"a", :==, 1}], [{"b", :<, 2}, {"c", :in, [1, 2]}]])
+    {:ok, spec} =
+      Spec.build("parquet", filters: [[{"a", :==, 1}], [{"b", :<, 2}, {"c", :in, [1, 2]}]])
+
     assert length(spec.filters) == 2
-    assert [%{all: [_]}, %{all: [_, %{op: "in", values: [%{int_value: 1}, %{int_value: 2}]}]}] = spec.filters
+
+    assert [%{all: [_]}, %{all: [_, %{op: "in", values: [%{int_value: 1}, %{int_value: 2}]}]}] =
+             spec.filters
   end
 
   test "shuffle: true uses seed 0 and the server's buffer" do
@@ -87,7 +108,9 @@ defmodule HFBridge.SpecTest do
   end
 
   test "unknown options are errors naming the option" do
-    assert message(Spec.build("d", splt: "train")) =~ "unknown option :splt (did you mean :split?)"
+    assert message(Spec.build("d", splt: "train")) =~
+             "unknown option :splt (did you mean :split?)"
+
     assert message(Spec.build("d", bogus: 1)) =~ "unknown option :bogus"
     assert message(Spec.build("d", shuffle: [sed: 1])) =~ "unknown option :sed"
   end
@@ -117,9 +140,16 @@ defmodule HFBridge.SpecTest do
         HFBridge.stream("d", batchsize: 10)
       end
 
-      assert_raise Error, ~r/invalid value for option :read_ahead/, fn -> HFBridge.rows("d", read_ahead: 0) end
+      assert_raise Error, ~r/invalid value for option :read_ahead/, fn ->
+        HFBridge.rows("d", read_ahead: 0)
+      end
+
       assert_raise Error, ~r/option :client/, fn -> HFBridge.rows("d", client: :nope) end
-      assert_raise Error, ~r/option :on_open/, fn -> HFBridge.rows("d", on_open: fn -> :ok end) end
+
+      assert_raise Error, ~r/option :on_open/, fn ->
+        HFBridge.rows("d", on_open: fn -> :ok end)
+      end
+
       assert_raise Error, ~r/option :timeout/, fn -> HFBridge.rows("d", timeout: -5) end
     end
   end
@@ -141,7 +171,9 @@ defmodule HFBridge.SpecTest do
       {:ok, socket} = :gen_tcp.listen(0, [])
       {:ok, port} = :inet.port(socket)
       :gen_tcp.close(socket)
-      assert {:error, %Error{code: :unavailable, retryable: true}} = HFBridge.connect(address: "127.0.0.1:#{port}")
+
+      assert {:error, %Error{code: :unavailable, retryable: true}} =
+               HFBridge.connect(address: "127.0.0.1:#{port}")
     end
   end
 end

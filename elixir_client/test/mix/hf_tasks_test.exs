@@ -3,19 +3,25 @@ defmodule Mix.Tasks.HfTasksTest do
   # process with the test build, against a real server.
   use HFBridge.ServerCase, async: true
 
-  alias HFBridge.TestDatasets
-
   @project_dir Path.expand("../..", __DIR__)
 
   setup_all %{data_dir: data_dir} do
-    simple = TestDatasets.simple_parquet!(Path.join(data_dir, "simple.parquet"), 30)
+    simple = simple_parquet!(Path.join(data_dir, "simple.parquet"), 30)
     # Compile the project once up front, so that the task runs below print only their own output.
     {_, _, 0} = mix(~w(compile))
 
     labeled =
       write_rows!(
         Path.join(data_dir, "labeled.parquet"),
-        Enum.map(0..9, &%{"id" => &1, "label" => rem(&1, 2), "words" => ["w#{&1}"], "note" => String.duplicate("x", 100)}),
+        Enum.map(
+          0..9,
+          &%{
+            "id" => &1,
+            "label" => rem(&1, 2),
+            "words" => ["w#{&1}"],
+            "note" => String.duplicate("x", 100)
+          }
+        ),
         "Features({'id': Value('int64'), 'label': ClassLabel(names=['neg', 'pos']), " <>
           "'words': List(Value('string')), 'note': Value('string')})"
       )
@@ -39,7 +45,10 @@ defmodule Mix.Tasks.HfTasksTest do
 
     try do
       {out, status} =
-        System.cmd("sh", ["-c", ~s(exec mix "$@" 2>"#{err}" </dev/null), "mix" | args], cd: @project_dir, env: env)
+        System.cmd("sh", ["-c", ~s(exec mix "$@" 2>"#{err}" </dev/null), "mix" | args],
+          cd: @project_dir,
+          env: env
+        )
 
       out =
         out
@@ -55,15 +64,24 @@ defmodule Mix.Tasks.HfTasksTest do
 
   describe "mix hf.stream" do
     test "prints JSON lines and a summary", %{address: address, simple: simple} do
-      {out, err, 0} = mix(~w(hf.stream parquet --data-files #{simple} --take 3 --format jsonl --address #{address}))
+      {out, err, 0} =
+        mix(
+          ~w(hf.stream parquet --data-files #{simple} --take 3 --format jsonl --address #{address})
+        )
+
       lines = String.split(out, "\n", trim: true)
-      assert Enum.map(lines, &HFBridge.JSON.decode!/1) == for(i <- 0..2, do: %{"id" => i, "text" => "row #{i}"})
+
+      assert Enum.map(lines, &HFBridge.JSON.decode!/1) ==
+               for(i <- 0..2, do: %{"id" => i, "text" => "row #{i}"})
+
       assert err =~ ~r/3 rows in \d+\.\d+ s \(\d+ rows\/s, \d+\.\d+ MB\/s\)/
     end
 
     test "prints an aligned table with long values cut", %{address: address, labeled: labeled} do
       {out, _err, 0} =
-        mix(~w(hf.stream parquet --data-files #{labeled} --columns id,label,note -n 2 --max-width 20 --address #{address}))
+        mix(
+          ~w(hf.stream parquet --data-files #{labeled} --columns id,label,note -n 2 --max-width 20 --address #{address})
+        )
 
       assert [header, rule, row0, row1] = String.split(out, "\n", trim: true)
       assert header == "id  label  note"
@@ -72,8 +90,14 @@ defmodule Mix.Tasks.HfTasksTest do
       assert row1 =~ ~r/^1   1      x+…$/
     end
 
-    test "shuffles and shards like the library", %{address: address, simple: simple, client: client} do
-      args = ~w(hf.stream parquet --data-files #{simple} --shuffle --seed 3 --shuffle-buffer 8 --format jsonl --quiet --address #{address})
+    test "shuffles and shards like the library", %{
+      address: address,
+      simple: simple,
+      client: client
+    } do
+      args =
+        ~w(hf.stream parquet --data-files #{simple} --shuffle --seed 3 --shuffle-buffer 8 --format jsonl --quiet --address #{address})
+
       {out, err, 0} = mix(args)
       refute err =~ "rows in"
       ids = out |> String.split("\n", trim: true) |> Enum.map(&HFBridge.JSON.decode!(&1)["id"])
@@ -88,8 +112,13 @@ defmodule Mix.Tasks.HfTasksTest do
 
     test "starts and stops a local server when no address is configured", %{data_dir: data_dir} do
       root = Path.join(data_dir, "local_root")
-      simple = TestDatasets.simple_parquet!(Path.join(root, "simple.parquet"), 5)
-      {out, err, 0} = mix(~w(hf.stream parquet --data-files #{simple} --take 2 --format jsonl --data-root #{root} --workers 1))
+      simple = simple_parquet!(Path.join(root, "simple.parquet"), 5)
+
+      {out, err, 0} =
+        mix(
+          ~w(hf.stream parquet --data-files #{simple} --take 2 --format jsonl --data-root #{root} --workers 1)
+        )
+
       assert length(String.split(out, "\n", trim: true)) == 2
       assert err =~ "Starting a local hf_bridge server"
       {running, _} = System.cmd("pgrep", ["-f", "--", "--data-root #{root} --export-root"])
@@ -97,7 +126,9 @@ defmodule Mix.Tasks.HfTasksTest do
     end
 
     test "a missing Python install is a clear error", %{simple: simple} do
-      {_out, err, status} = mix(~w(hf.stream parquet --data-files #{simple} --python /nonexistent/python3))
+      {_out, err, status} =
+        mix(~w(hf.stream parquet --data-files #{simple} --python /nonexistent/python3))
+
       assert status != 0
       assert err =~ "/nonexistent/python3"
       assert err =~ "make install" or err =~ "pip install"

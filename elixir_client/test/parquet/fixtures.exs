@@ -3,7 +3,7 @@ defmodule HFBridge.ExportFixtures do
   # Exports written by the real Python exporter (`python -m py_worker.export`,
   # i.e. `hf-bridge export`) for the Parquet and export tests.
 
-  alias HFBridge.{ServerCase, TestDatasets}
+  alias HFBridge.ServerCase
 
   @doc "A fresh temporary directory; the caller removes it (see `on_exit/1`)."
   def tmp_dir(tag) do
@@ -13,13 +13,54 @@ defmodule HFBridge.ExportFixtures do
     dir
   end
 
-  @doc "Writes `files` rich Parquet shards of `rows` rows under `root/data`; returns their glob."
-  def make_dataset(root, files \\ 3, rows \\ 100) do
-    TestDatasets.rich_parquet!(Path.join(root, "data"), files, rows)
+  @doc """
+  Writes `files` Parquet shards of `rows` rows each into `dir` with HF
+  features (so exports carry them): `id` (int64, 0..n-1 in file order),
+  `label` (ClassLabel neg/pos), `text` (string, some nulls, non-ASCII),
+  `tokens` (list of strings), `emb` (3 float32), `meta` (struct), `day`
+  (date32). Returns the glob of the shards.
+  """
+  def write_dataset(dir, files, rows) do
+    File.mkdir_p!(dir)
+
+    code = ~S"""
+    import datetime, sys
+    import pyarrow as pa, pyarrow.parquet as pq
+    from datasets import ClassLabel, Features, List, Value
+
+    out, files, per = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    features = Features({
+        "id": Value("int64"),
+        "label": ClassLabel(names=["neg", "pos"]),
+        "text": Value("string"),
+        "tokens": List(Value("string")),
+        "emb": List(Value("float32"), length=3),
+        "meta": {"source": Value("string"), "score": Value("float64")},
+        "day": Value("date32"),
+    })
+    for f in range(files):
+        ids = range(f * per, (f + 1) * per)
+        table = pa.Table.from_pydict({
+            "id": list(ids),
+            "label": [i % 2 for i in ids],
+            "text": [None if i % 7 == 3 else f"row {i} \u00e9\u6f22" for i in ids],
+            "tokens": [[f"t{j}" for j in range(i % 4)] for i in ids],
+            "emb": [[i * 0.5, -1.25, float(i % 3)] for i in ids],
+            "meta": [{"source": "src" + str(i % 3), "score": i / 3} for i in ids],
+            "day": [datetime.date(1999, 12, 31) + datetime.timedelta(days=i) for i in ids],
+        }, schema=features.arrow_schema)
+        pq.write_table(table, f"{out}/train-{f:05d}-of-{files:05d}.parquet")
+    """
+
+    ServerCase.run_python!(code, [dir, Integer.to_string(files), Integer.to_string(rows)])
+    Path.join(dir, "*.parquet")
   end
 
+  @doc "Writes `files` shards of `rows` rows under `root/data` (see `write_dataset/3`); returns their glob."
+  def make_dataset(root, files \\ 3, rows \\ 100), do: write_dataset(Path.join(root, "data"), files, rows)
+
   @doc "Runs `hf-bridge export parquet DEST --data-files GLOB ...` to completion; returns DEST."
-  def python_export(data_glob, dest, root, args \\ []) do
+  def python_export(data_glob, dest, root, args \\ [], extra_env \\ []) do
     argv =
       ["-m", "py_worker.export", "parquet", dest, "--data-files", data_glob] ++
         ["--data-root", root, "--export-root", root, "--quiet"] ++ args
@@ -28,6 +69,7 @@ defmodule HFBridge.ExportFixtures do
       {"HF_HUB_OFFLINE", "1"},
       {"HF_DATASETS_DISABLE_PROGRESS_BARS", "1"},
       {"PYTHONPATH", ServerCase.repo_root()}
+      | extra_env
     ]
 
     {out, status} =
@@ -75,15 +117,50 @@ defmodule HFBridge.MotoServer do
     server
   end
 
-  def stop(%{os_pid: os_pid, os_port: os_port}) do
-    System.cmd("kill", ["-TERM", Integer.to_string(os_pid)])
+  def stop(%{os_pid: os_pid}) do
+    pid = Integer.to_string(os_pid)
+    System.cmd("kill", ["-TERM", pid], stderr_to_stdout: true)
 
-    receive do
-      {^os_port, {:exit_status, _}} -> :ok
-    after
-      5_000 -> System.cmd("kill", ["-KILL", Integer.to_string(os_pid)])
-    end
+    # Up to 5 s for a clean exit, then SIGKILL.
+    Enum.find(1..50, fn _ ->
+      Process.sleep(100)
+      {_, status} = System.cmd("kill", ["-0", pid], stderr_to_stdout: true)
+      status != 0
+    end) || System.cmd("kill", ["-KILL", pid], stderr_to_stdout: true)
 
+    :ok
+  end
+
+  @doc "AWS_* variables pointing `hf-bridge export` at this server."
+  def env(%{endpoint: endpoint}) do
+    [
+      {"AWS_ENDPOINT_URL", endpoint},
+      {"AWS_ACCESS_KEY_ID", "testing"},
+      {"AWS_SECRET_ACCESS_KEY", "testing"},
+      {"AWS_REGION", "us-east-1"},
+      {"AWS_EC2_METADATA_DISABLED", "true"}
+    ]
+  end
+
+  @doc "ExAws configuration overrides for this server."
+  def ex_aws(%{port: port}) do
+    [
+      access_key_id: "testing",
+      secret_access_key: "testing",
+      region: "us-east-1",
+      scheme: "http://",
+      host: "127.0.0.1",
+      port: port
+    ]
+  end
+
+  @doc "Creates a bucket (moto accepts any signature while its IAM checks are off)."
+  def create_bucket!(%{endpoint: endpoint}, bucket) do
+    auth =
+      {"authorization",
+       "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00"}
+
+    {:ok, %{status_code: 200}} = HFBridge.ExAws.HttpClient.request(:put, "#{endpoint}/#{bucket}", "", [auth], [])
     :ok
   end
 

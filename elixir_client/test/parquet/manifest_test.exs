@@ -69,7 +69,7 @@ defmodule HFBridge.Parquet.ManifestTest do
   test "schema and HF features come through", %{dest: dest} do
     {:ok, m} = Parquet.read_manifest(dest)
 
-    for column <- ~w(id label text tokens emb meta img ts ts_utc day) do
+    for column <- ~w(id label text tokens emb meta day) do
       assert m.schema =~ column
       assert Map.has_key?(m.features, column)
     end

@@ -23,7 +23,9 @@ defmodule HFBridge.ServerCase do
   `:state_dir`, `:python` (the interpreter path).
 
   Python comes from `HF_BRIDGE_PYTHON`, else `HFBridge.Python.find/1`.
-  The helpers below build small datasets by running that Python.
+  The helpers below build small datasets by running that Python:
+  `write_rows!/3` (any rows, optional HF features), `simple_parquet!/2` and
+  `rich_parquet!/3` (every feature kind the end-to-end tests cover).
   """
 
   use ExUnit.CaseTemplate
@@ -68,7 +70,12 @@ defmodule HFBridge.ServerCase do
   """
   @spec start_server!(keyword()) :: map()
   def start_server!(opts \\ []) do
-    dir = Path.join(System.tmp_dir!(), "hf_bridge_test_#{System.unique_integer([:positive])}_#{:os.getpid()}")
+    dir =
+      Path.join(
+        System.tmp_dir!(),
+        "hf_bridge_test_#{System.unique_integer([:positive])}_#{:os.getpid()}"
+      )
+
     data_dir = Path.join(dir, "data")
     export_dir = Path.join(dir, "export")
     state_dir = Path.join(dir, "state")
@@ -83,7 +90,10 @@ defmodule HFBridge.ServerCase do
         export_root: export_dir,
         state_dir: state_dir,
         extra_args: Keyword.get(opts, :server_args, []),
-        env: [{"HF_HUB_OFFLINE", "1"}, {"HF_DATASETS_DISABLE_PROGRESS_BARS", "1"} | Keyword.get(opts, :env, [])]
+        env: [
+          {"HF_HUB_OFFLINE", "1"},
+          {"HF_DATASETS_DISABLE_PROGRESS_BARS", "1"} | Keyword.get(opts, :env, [])
+        ]
       )
 
     {:ok, client} = Client.connect(address: address, local: false)
@@ -123,7 +133,10 @@ defmodule HFBridge.ServerCase do
 
     try do
       {out, status} =
-        System.cmd("sh", ["-c", ~s(exec "$0" "$@" 2>"#{err}"), python(), "-c", code | args], env: env, cd: @repo_root)
+        System.cmd("sh", ["-c", ~s(exec "$0" "$@" 2>"#{err}"), python(), "-c", code | args],
+          env: env,
+          cd: @repo_root
+        )
 
       if status != 0 do
         raise "python failed with status #{status}:\n#{File.read!(err)}\n#{out}"
@@ -185,11 +198,16 @@ defmodule HFBridge.ServerCase do
   @spec golden_rows!(map()) :: [map()]
   def golden_rows!(spec) do
     script = Path.join(@repo_root, "tests/golden/e2e_rows.py")
-    spec_file = Path.join(System.tmp_dir!(), "hf_bridge_spec_#{System.unique_integer([:positive])}.json")
+
+    spec_file =
+      Path.join(System.tmp_dir!(), "hf_bridge_spec_#{System.unique_integer([:positive])}.json")
+
     File.write!(spec_file, HFBridge.JSON.encode!(spec))
 
     try do
-      code = "import runpy, sys; sys.argv = [sys.argv[1], '--spec', open(sys.argv[2]).read()]; runpy.run_path(sys.argv[0], run_name='__main__')"
+      code =
+        "import runpy, sys; sys.argv = [sys.argv[1], '--spec', open(sys.argv[2]).read()]; runpy.run_path(sys.argv[0], run_name='__main__')"
+
       {rows, _} = Code.eval_string(run_python!(code, [script, spec_file]))
       rows
     after
@@ -205,7 +223,9 @@ defmodule HFBridge.ServerCase do
   """
   @spec normalize(term()) :: term()
   def normalize(%NaiveDateTime{} = value),
-    do: {:naive_datetime, value |> DateTime.from_naive!("Etc/UTC") |> DateTime.to_unix(:microsecond)}
+    do:
+      {:naive_datetime,
+       value |> DateTime.from_naive!("Etc/UTC") |> DateTime.to_unix(:microsecond)}
 
   def normalize(%DateTime{} = value), do: {:datetime, DateTime.to_unix(value, :microsecond)}
   def normalize(%Date{} = value), do: {:date, Date.to_iso8601(value)}
@@ -213,10 +233,82 @@ defmodule HFBridge.ServerCase do
   def normalize(%Time{} = value) do
     text = value |> Time.truncate(:second) |> Time.to_iso8601()
     {us, _} = value.microsecond
-    {:time, if(us == 0, do: text, else: text <> "." <> String.pad_leading(Integer.to_string(us), 6, "0"))}
+
+    {:time,
+     if(us == 0, do: text, else: text <> "." <> String.pad_leading(Integer.to_string(us), 6, "0"))}
   end
 
   def normalize(value) when is_map(value), do: Map.new(value, fn {k, v} -> {k, normalize(v)} end)
   def normalize(value) when is_list(value), do: Enum.map(value, &normalize/1)
   def normalize(value), do: value
+
+  @doc """
+  Writes `files` Parquet files of `rows_per_file` rows each under `dir`
+  with every feature kind the end-to-end tests cover: `id` (int64),
+  `label` (ClassLabel neg/pos), `text` (string, some nulls and non-ASCII),
+  `tokens` (list of strings), `emb` (fixed-size list of 3 float32), `meta`
+  (struct of source: string, score: float64), `img` (Image: PNG-like bytes,
+  path), `ts` (timestamp[us]), `ts_utc` (timestamp[ms, UTC]) and `day`
+  (date32). Returns the glob of the files.
+  """
+  @spec rich_parquet!(String.t(), pos_integer(), pos_integer()) :: String.t()
+  def rich_parquet!(dir, files, rows_per_file) do
+    File.mkdir_p!(dir)
+
+    code = ~S"""
+    import datetime, sys
+    import pyarrow as pa, pyarrow.parquet as pq
+    from datasets import ClassLabel, Features, Image, List, Value
+
+    out, files, per = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    features = Features({
+        "id": Value("int64"),
+        "label": ClassLabel(names=["neg", "pos"]),
+        "text": Value("string"),
+        "tokens": List(Value("string")),
+        "emb": List(Value("float32"), length=3),
+        "meta": {"source": Value("string"), "score": Value("float64")},
+        "img": Image(),
+        "ts": Value("timestamp[us]"),
+        "ts_utc": Value("timestamp[ms, tz=UTC]"),
+        "day": Value("date32"),
+    })
+    base = datetime.datetime(2024, 2, 29, 23, 59, 58, 123456)
+    for f in range(files):
+        ids = range(f * per, (f + 1) * per)
+        data = {
+            "id": list(ids),
+            "label": [i % 2 for i in ids],
+            "text": [None if i % 7 == 3 else f"row {i} \u00e9\u6f22 \"q\" #{{x}}" for i in ids],
+            "tokens": [[f"t{j}" for j in range(i % 4)] for i in ids],
+            "emb": [[i * 0.5, -1.25, float(i % 3)] for i in ids],
+            "meta": [{"source": "src" + str(i % 3), "score": i / 3} for i in ids],
+            "img": [{"bytes": b"\x89PNG\r\n\x1a\n" + i.to_bytes(4, "big") + bytes(range(i % 16)), "path": None if i % 2 else f"img{i}.png"} for i in ids],
+            "ts": [base + datetime.timedelta(seconds=i, microseconds=i) for i in ids],
+            "ts_utc": [datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc) + datetime.timedelta(milliseconds=37 * i) for i in ids],
+            "day": [datetime.date(1999, 12, 31) + datetime.timedelta(days=i) for i in ids],
+        }
+        table = pa.Table.from_pydict(data, schema=features.arrow_schema)
+        pq.write_table(table, f"{out}/part-{f:05d}.parquet", row_group_size=max(per // 2, 1))
+    """
+
+    run_python!(code, [dir, Integer.to_string(files), Integer.to_string(rows_per_file)])
+    Path.join(dir, "*.parquet")
+  end
+
+  @doc "Writes one Parquet file of `n` rows with just `id` (int64) and `text`; returns its path."
+  @spec simple_parquet!(String.t(), pos_integer()) :: String.t()
+  def simple_parquet!(path, n) do
+    File.mkdir_p!(Path.dirname(path))
+
+    code = ~S"""
+    import sys
+    import pyarrow as pa, pyarrow.parquet as pq
+    path, n = sys.argv[1], int(sys.argv[2])
+    pq.write_table(pa.table({"id": pa.array(range(n), pa.int64()), "text": [f"row {i}" for i in range(n)]}), path, row_group_size=10_000)
+    """
+
+    run_python!(code, [path, Integer.to_string(n)])
+    path
+  end
 end

@@ -38,8 +38,7 @@ defmodule HFBridge.GRPC.Connection do
     by_sid: %{},
     queue: :queue.new(),
     ready?: false,
-    waiters: [],
-    closing?: false
+    waiters: []
   ]
 
   ## ------------------------------------------------------------------- API
@@ -118,7 +117,7 @@ defmodule HFBridge.GRPC.Connection do
 
   def handle_call({:start, path, body, opts}, {caller, _}, state) do
     cond do
-      state.closing? or Conn.going_away?(state.h2) ->
+      Conn.going_away?(state.h2) ->
         {:reply, {:error, unavailable("the connection is closing (GOAWAY)")}, state}
 
       not state.ready? ->
@@ -684,7 +683,7 @@ defmodule HFBridge.GRPC.Connection do
   end
 
   defp stop_if_done(state) do
-    if (Conn.going_away?(state.h2) or state.closing?) and map_size(state.calls) == 0 do
+    if Conn.going_away?(state.h2) and map_size(state.calls) == 0 do
       if state.socket, do: Transport.close(state.transport, state.socket)
       {:stop, :normal, %{state | socket: nil}}
     else

@@ -9,8 +9,9 @@ defmodule HFBridge.Parquet.Explorer do
   `{:error, %HFBridge.Error{code: :unavailable}}`.
   """
 
-  # Explorer is an optional dependency, absent at compile time here.
-  @compile {:no_warn_undefined, [Explorer.DataFrame]}
+  # Explorer is an optional dependency: every call to it is made after
+  # checking at run time that it is loaded, through data_frame/0, so the
+  # compiler neither expects it nor counts it as a dependency of :hf_bridge.
 
   alias HFBridge.Error
   alias HFBridge.Parquet.Manifest
@@ -70,7 +71,7 @@ defmodule HFBridge.Parquet.Explorer do
   end
 
   defp from_parquet(uri, read_opts) do
-    case Explorer.DataFrame.from_parquet(uri, read_opts) do
+    case data_frame().from_parquet(uri, read_opts) do
       {:ok, df} -> {:ok, df}
       {:error, reason} -> {:error, explorer_error("cannot read #{uri}", reason, uri)}
     end
@@ -79,7 +80,7 @@ defmodule HFBridge.Parquet.Explorer do
   end
 
   defp concat(frames) do
-    {:ok, Explorer.DataFrame.concat_rows(frames)}
+    {:ok, data_frame().concat_rows(frames)}
   rescue
     exception -> {:error, explorer_error("cannot concatenate the export's files", exception, nil)}
   end
@@ -91,9 +92,9 @@ defmodule HFBridge.Parquet.Explorer do
   end
 
   defp empty(manifest, opts) do
-    with {:ok, df} <- Explorer.DataFrame.load_ipc_stream(manifest.arrow_schema) do
-      df = if opts[:columns], do: Explorer.DataFrame.select(df, opts[:columns]), else: df
-      {:ok, if(opts[:lazy], do: Explorer.DataFrame.lazy(df), else: df)}
+    with {:ok, df} <- data_frame().load_ipc_stream(manifest.arrow_schema) do
+      df = if opts[:columns], do: data_frame().select(df, opts[:columns]), else: df
+      {:ok, if(opts[:lazy], do: data_frame().lazy(df), else: df)}
     else
       {:error, reason} -> {:error, explorer_error("cannot build an empty frame from the schema", reason, nil)}
     end
@@ -105,4 +106,6 @@ defmodule HFBridge.Parquet.Explorer do
     text = if is_exception(reason), do: Exception.message(reason), else: inspect(reason)
     Error.new(:parquet, :explorer_error, "#{what}: #{text}", details: %{uri: uri, reason: reason})
   end
+
+  defp data_frame, do: Explorer.DataFrame
 end

@@ -22,8 +22,8 @@ defmodule HFBridge.Parquet.S3 do
   """
 
   # ExAws is an optional dependency: every call to it is made after checking
-  # at run time that it is loaded.
-  @compile {:no_warn_undefined, [ExAws, ExAws.Operation.S3]}
+  # at run time that it is loaded, through ex_aws/0 and struct/2, so the
+  # compiler neither expects it nor counts it as a dependency of :hf_bridge.
 
   alias HFBridge.Error
   alias HFBridge.Parquet.{Location, Manifest}
@@ -299,7 +299,7 @@ defmodule HFBridge.Parquet.S3 do
   defp request(fields, opts, uri) do
     operation = struct(ExAws.Operation.S3, Map.put_new(fields, :params, %{}))
 
-    case ExAws.request(operation, config(opts)) do
+    case ex_aws().request(operation, config(opts)) do
       {:ok, response} ->
         {:ok, response}
 
@@ -333,19 +333,23 @@ defmodule HFBridge.Parquet.S3 do
 
   @doc false
   # ExAws configuration overrides: the caller's options, the AWS_ENDPOINT_URL
-  # endpoint when no host is given, and the :httpc client when none is set up.
+  # endpoint when no host is given, and — when the application set up none —
+  # the :httpc client and HFBridge.JSON (ExAws decodes error bodies as JSON).
   @spec config(keyword()) :: keyword()
   def config(opts) do
     opts
     |> endpoint_from_env()
-    |> then(fn opts ->
-      if Keyword.has_key?(opts, :http_client) or Application.get_env(:ex_aws, :http_client) != nil or
-           Code.ensure_loaded?(:hackney) do
-        opts
-      else
-        Keyword.put(opts, :http_client, HFBridge.ExAws.HttpClient)
-      end
-    end)
+    |> default(:http_client, HFBridge.ExAws.HttpClient, :hackney)
+    |> default(:json_codec, HFBridge.JSON, Jason)
+  end
+
+  defp default(opts, key, value, usual_library) do
+    if Keyword.has_key?(opts, key) or Application.get_env(:ex_aws, key) != nil or
+         Code.ensure_loaded?(usual_library) do
+      opts
+    else
+      Keyword.put(opts, key, value)
+    end
   end
 
   defp endpoint_from_env(opts) do
@@ -362,6 +366,8 @@ defmodule HFBridge.Parquet.S3 do
       |> Keyword.put(:port, uri.port)
     end
   end
+
+  defp ex_aws, do: ExAws
 
   defp header(headers, name) do
     Enum.find_value(headers, fn {key, value} -> if String.downcase(to_string(key)) == name, do: to_string(value) end)

@@ -54,11 +54,21 @@ defmodule Mix.Tasks.Hf.Stream do
       progress = Progress.new(enabled?: !opts[:quiet])
       printer = %{format: format, max_width: max_width, columns: nil, widths: nil}
 
+      # Rates count from the moment the session is open (not from server start-up).
+      me = self()
+      on_open = fn _info -> send(me, {:hf_stream_opened, System.monotonic_time(:millisecond)}) end
+
       {progress, _printer} =
         try do
           parsed.dataset
-          |> HFBridge.stream([client: client] ++ dataset_opts)
+          |> HFBridge.stream([client: client, on_open: on_open] ++ dataset_opts)
           |> Enum.reduce({progress, printer}, fn batch, {progress, printer} ->
+            progress =
+              receive(
+                do: ({:hf_stream_opened, t} -> Progress.restart(progress, t)),
+                after: (0 -> progress)
+              )
+
             printer = print_batch(batch, printer)
             {Progress.advance(progress, batch.num_rows, byte_size(batch.ipc)), printer}
           end)
@@ -104,13 +114,21 @@ defmodule Mix.Tasks.Hf.Stream do
   defp format!(format) when format in ["table", "jsonl"], do: format
 
   defp format!(other),
-    do: Mix.raise("mix #{@task}: invalid value #{inspect(other)} for --format; use table or jsonl")
+    do:
+      Mix.raise("mix #{@task}: invalid value #{inspect(other)} for --format; use table or jsonl")
 
   defp positive!(opts, name, default) do
     case Keyword.get(opts, name, default) do
-      value when is_integer(value) and value > 0 -> value
-      nil -> nil
-      value -> Mix.raise("mix #{@task}: --#{String.replace(to_string(name), "_", "-")} must be positive, got #{value}")
+      value when is_integer(value) and value > 0 ->
+        value
+
+      nil ->
+        nil
+
+      value ->
+        Mix.raise(
+          "mix #{@task}: --#{String.replace(to_string(name), "_", "-")} must be positive, got #{value}"
+        )
     end
   end
 end

@@ -1,6 +1,8 @@
 defmodule HFBridge.CLI do
   @flags_doc """
-  Dataset flags (as in `hf-bridge` on the Python side):
+  ## Dataset flags
+
+  As in `hf-bridge` on the Python side:
 
       --config NAME          dataset configuration
       --split NAME           split to read (default: train)
@@ -17,7 +19,7 @@ defmodule HFBridge.CLI do
       --skip N               skip N rows first
       --take N               read at most N rows
 
-  Connection flags:
+  ## Connection flags
 
       --address HOST:PORT    use a running server (else HF_BRIDGE_ADDRESS, else
                              `config :hf_bridge, address: ...`, else a local server)
@@ -69,7 +71,12 @@ defmodule HFBridge.CLI do
   ]
 
   @typedoc "Parsed command line: the SPEC argument and options grouped by use."
-  @type parsed :: %{dataset: String.t(), dataset_opts: keyword(), client_opts: keyword(), task_opts: keyword()}
+  @type parsed :: %{
+          dataset: String.t(),
+          dataset_opts: keyword(),
+          client_opts: keyword(),
+          task_opts: keyword()
+        }
 
   @doc "The help text of the dataset and connection flags, for the tasks' `@moduledoc`."
   @spec moduledoc_flags() :: String.t()
@@ -94,16 +101,30 @@ defmodule HFBridge.CLI do
     {opts, args, invalid} = OptionParser.parse(argv, strict: switches, aliases: aliases)
 
     case invalid do
-      [] -> :ok
-      [{flag, nil} | _] -> Mix.raise("mix #{task}: unknown option #{flag}. Run `mix help #{task}` for usage.")
-      [{flag, value} | _] -> Mix.raise("mix #{task}: invalid value #{inspect(value)} for #{flag}. Run `mix help #{task}`.")
+      [] ->
+        :ok
+
+      [{flag, nil} | _] ->
+        Mix.raise("mix #{task}: unknown option #{flag}. Run `mix help #{task}` for usage.")
+
+      [{flag, value} | _] ->
+        Mix.raise(
+          "mix #{task}: invalid value #{inspect(value)} for #{flag}. Run `mix help #{task}`."
+        )
     end
 
     dataset =
       case args do
-        [spec] -> spec
-        [] -> Mix.raise("mix #{task}: missing SPEC (a Hub id, a builder such as parquet, or a local folder)")
-        [_ | extra] -> Mix.raise("mix #{task}: unexpected arguments #{Enum.join(extra, " ")}")
+        [spec] ->
+          spec
+
+        [] ->
+          Mix.raise(
+            "mix #{task}: missing SPEC (a Hub id, a builder such as parquet, or a local folder)"
+          )
+
+        [_ | extra] ->
+          Mix.raise("mix #{task}: unexpected arguments #{Enum.join(extra, " ")}")
       end
 
     {dataset_flags, rest} = Keyword.split(opts, Keyword.keys(@dataset_switches))
@@ -166,15 +187,19 @@ defmodule HFBridge.CLI do
   end
 
   @doc "Turns `[SPLIT=]PATTERN` values into the `:data_files` option."
-  @spec data_files([String.t()]) :: String.t() | [String.t()] | %{String.t() => [String.t()]} | nil
+  @spec data_files([String.t()]) ::
+          String.t() | [String.t()] | %{String.t() => [String.t()]} | nil
   def data_files([]), do: nil
 
   def data_files(values) do
     pairs =
       Enum.map(values, fn value ->
         case String.split(value, "=", parts: 2) do
-          [split, pattern] when split != "" -> if named_split?(split), do: {split, pattern}, else: {"", value}
-          _ -> {"", value}
+          [split, pattern] when split != "" ->
+            if named_split?(split), do: {split, pattern}, else: {"", value}
+
+          _ ->
+            {"", value}
         end
       end)
 
@@ -182,7 +207,10 @@ defmodule HFBridge.CLI do
       Enum.map(pairs, &elem(&1, 1))
     else
       pairs
-      |> Enum.group_by(fn {split, _} -> if split == "", do: "train", else: split end, &elem(&1, 1))
+      |> Enum.group_by(
+        fn {split, _} -> if split == "", do: "train", else: split end,
+        &elem(&1, 1)
+      )
     end
   end
 
@@ -229,7 +257,8 @@ defmodule HFBridge.CLI do
           end
 
         nil ->
-          {:halt, {:error, "expected 'column op value' with op one of ==, !=, <, <=, >, >=, in, not in"}}
+          {:halt,
+           {:error, "expected 'column op value' with op one of ==, !=, <, <=, >, >=, in, not in"}}
       end
     end)
   end
@@ -255,7 +284,8 @@ defmodule HFBridge.CLI do
     t = String.trim(text)
 
     cond do
-      String.length(t) >= 2 and String.first(t) == String.last(t) and String.first(t) in ["'", "\""] ->
+      String.length(t) >= 2 and String.first(t) == String.last(t) and
+          String.first(t) in ["'", "\""] ->
         String.slice(t, 1..-2//1)
 
       String.downcase(t) in ["true", "false"] ->
@@ -277,10 +307,11 @@ defmodule HFBridge.CLI do
   def client_opts(flags) do
     local_server =
       [
-        data_roots: (case Keyword.get_values(flags, :data_root) do
-                       [] -> nil
-                       roots -> Enum.map(roots, &Path.expand/1)
-                     end),
+        data_roots:
+          case Keyword.get_values(flags, :data_root) do
+            [] -> nil
+            roots -> Enum.map(roots, &Path.expand/1)
+          end,
         workers: flags[:workers],
         python: flags[:python],
         log_level: if(flags[:verbose], do: :info, else: false)

@@ -34,9 +34,16 @@ defmodule HFBridge.CLI.Describe do
       "builder" => info.builder,
       "configs" => info.configs,
       "num_shards" => info.num_shards,
-      "splits" => Enum.map(info.splits, &%{"name" => &1.name, "num_rows" => &1.num_rows, "num_bytes" => &1.num_bytes}),
+      "splits" =>
+        Enum.map(
+          info.splits,
+          &%{"name" => &1.name, "num_rows" => &1.num_rows, "num_bytes" => &1.num_bytes}
+        ),
       "features" => info.features,
-      "arrow_schema" => if(info.schema, do: Enum.map(info.schema.fields, &%{"name" => &1.name, "type" => type(&1)}))
+      "arrow_schema" =>
+        if(info.schema,
+          do: Enum.map(info.schema.fields, &%{"name" => &1.name, "type" => type(&1)})
+        )
     }
   end
 
@@ -54,9 +61,12 @@ defmodule HFBridge.CLI.Describe do
   """
   @spec feature(term()) :: String.t()
   def feature(%{"_type" => "Value", "dtype" => dtype}), do: dtype
-  def feature(%{"_type" => "ClassLabel", "names" => names}) when is_list(names), do: "ClassLabel(#{Enum.join(names, ", ")})"
 
-  def feature(%{"_type" => type, "feature" => inner} = f) when type in ["Sequence", "List", "LargeList"] do
+  def feature(%{"_type" => "ClassLabel", "names" => names}) when is_list(names),
+    do: "ClassLabel(#{Enum.join(names, ", ")})"
+
+  def feature(%{"_type" => type, "feature" => inner} = f)
+      when type in ["Sequence", "List", "LargeList"] do
     length = Map.get(f, "length", -1)
     suffix = if is_integer(length) and length >= 0, do: ", length: #{length}", else: ""
     "list<#{feature(inner)}#{suffix}>"
@@ -72,7 +82,9 @@ defmodule HFBridge.CLI.Describe do
     if extras == "", do: type, else: "#{type}(#{extras})"
   end
 
-  def feature(f) when is_map(f), do: "{" <> Enum.map_join(f, ", ", fn {k, v} -> "#{k}: #{feature(v)}" end) <> "}"
+  def feature(f) when is_map(f),
+    do: "{" <> Enum.map_join(f, ", ", fn {k, v} -> "#{k}: #{feature(v)}" end) <> "}"
+
   def feature([inner]), do: "list<#{feature(inner)}>"
   def feature(other), do: inspect(other)
 

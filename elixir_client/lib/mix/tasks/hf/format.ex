@@ -23,8 +23,12 @@ defmodule HFBridge.CLI.Format do
   def jsonable(%NaiveDateTime{} = value), do: NaiveDateTime.to_iso8601(value)
   def jsonable(%Date{} = value), do: Date.to_iso8601(value)
   def jsonable(%Time{} = value), do: Time.to_iso8601(value)
-  def jsonable({unscaled, scale}) when is_integer(unscaled) and is_integer(scale), do: unscaled / :math.pow(10, scale)
-  def jsonable(value) when is_map(value), do: Map.new(value, fn {k, v} -> {to_string(k), jsonable(v)} end)
+
+  def jsonable({unscaled, scale}) when is_integer(unscaled) and is_integer(scale),
+    do: unscaled / :math.pow(10, scale)
+
+  def jsonable(value) when is_map(value),
+    do: Map.new(value, fn {k, v} -> {to_string(k), jsonable(v)} end)
 
   def jsonable(value) when is_list(value) do
     if pairs?(value) do
@@ -50,14 +54,20 @@ defmodule HFBridge.CLI.Format do
 
   def cell(value) when is_binary(value) do
     if String.valid?(value) and String.printable?(value) do
-      value |> String.replace("\n", "\\n") |> String.replace("\t", "\\t") |> String.replace("\r", "\\r")
+      value
+      |> String.replace("\n", "\\n")
+      |> String.replace("\t", "\\t")
+      |> String.replace("\r", "\\r")
     else
       "<#{byte_size(value)} bytes>"
     end
   end
 
   def cell(value) when is_float(value), do: Float.to_string(value)
-  def cell(value) when is_integer(value) or is_boolean(value) or is_atom(value), do: to_string(value)
+
+  def cell(value) when is_integer(value) or is_boolean(value) or is_atom(value),
+    do: to_string(value)
+
   def cell(%{__struct__: _} = value), do: value |> jsonable() |> to_string()
 
   def cell(value) when is_map(value) or is_list(value) do
@@ -67,11 +77,13 @@ defmodule HFBridge.CLI.Format do
   def cell(value), do: inspect(value)
 
   defp cell_json(value) when is_binary(value) do
-    if String.valid?(value), do: value, else: "<#{byte_size(value)} bytes>"
+    if String.printable?(value), do: value, else: "<#{byte_size(value)} bytes>"
   end
 
   defp cell_json(%{__struct__: _} = value), do: jsonable(value)
-  defp cell_json(value) when is_map(value), do: Map.new(value, fn {k, v} -> {to_string(k), cell_json(v)} end)
+
+  defp cell_json(value) when is_map(value),
+    do: Map.new(value, fn {k, v} -> {to_string(k), cell_json(v)} end)
 
   defp cell_json(value) when is_list(value) do
     if pairs?(value),
@@ -86,7 +98,9 @@ defmodule HFBridge.CLI.Format do
   @doc "Truncates `text` to `width` characters, marking the cut with `…`."
   @spec truncate(String.t(), pos_integer()) :: String.t()
   def truncate(text, width) do
-    if String.length(text) > width, do: String.slice(text, 0, max(width - 1, 0)) <> "…", else: text
+    if String.length(text) > width,
+      do: String.slice(text, 0, max(width - 1, 0)) <> "…",
+      else: text
   end
 
   @doc """
@@ -111,16 +125,25 @@ defmodule HFBridge.CLI.Format do
     [line(columns, widths), "\n", Enum.map_join(widths, "  ", &String.duplicate("-", &1)), "\n"]
   end
 
-  @doc "One table row: cells truncated and padded to `widths`, separated by two spaces."
+  @doc """
+  One table row: cells padded to `widths` and separated by two spaces;
+  text longer than its column is cut, numbers never are (the row widens).
+  """
   @spec row(map(), [String.t()], [pos_integer()]) :: iodata()
   def row(row, columns, widths) do
-    [line(Enum.map(columns, &cell(Map.get(row, &1))), widths), "\n"]
+    cells = Enum.map(columns, &Map.get(row, &1))
+    [line(Enum.map(cells, &cell/1), widths, Enum.map(cells, &is_number/1)), "\n"]
   end
 
-  defp line(texts, widths) do
-    texts
-    |> Enum.zip(widths)
-    |> Enum.map_join("  ", fn {text, width} -> String.pad_trailing(truncate(text, width), width) end)
+  defp line(texts, widths, keep \\ nil) do
+    keep = keep || Enum.map(texts, fn _ -> false end)
+
+    [texts, widths, keep]
+    |> Enum.zip()
+    |> Enum.map_join("  ", fn
+      {text, width, true} -> String.pad_trailing(text, width)
+      {text, width, false} -> String.pad_trailing(truncate(text, width), width)
+    end)
     |> String.trim_trailing()
   end
 

@@ -50,7 +50,12 @@ defmodule HFBridge.CLI.Progress do
     end
   end
 
-  @doc "Seconds since `new/1`."
+  @doc "Restarts the clock at `monotonic_ms` (`System.monotonic_time(:millisecond)`), keeping the counters."
+  @spec restart(t(), integer()) :: t()
+  def restart(%__MODULE__{} = p, monotonic_ms),
+    do: %{p | started: monotonic_ms, last: monotonic_ms}
+
+  @doc "Seconds since `new/1` (or `restart/2`)."
   @spec elapsed(t()) :: float()
   def elapsed(%__MODULE__{started: started}), do: (now() - started) / 1000
 
