@@ -96,34 +96,42 @@ def main(argv: list[str] | None = None) -> int:
         _log(f"bench: {elixir.error}")
     run = Run(opts, data, elixir, _log)
     rows: list[Row] = []
+    out = Path(args.out)
+
+    versions = _versions(elixir)
+
+    def meta(done: bool) -> dict:
+        return {
+            "complete": done,
+            "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "seconds": round(time.time() - started, 1),
+            "quick": args.quick,
+            "size_mb": size,
+            "parquet_bytes": data.parquet_bytes,
+            "arrow_bytes": data.arrow_bytes,
+            "rows": data.rows,
+            "batch_rows": bench_data.BATCH_ROWS,
+            "workers": opts.workers,
+            "repeat": opts.repeat,
+            "loadavg_start": [round(x, 2) for x in load_start],
+            "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+            "figures": names,
+            "versions": versions,
+        }
+
     try:
         for name in names:
             _log(f"bench: figure {name}")
             t0 = time.perf_counter()
             rows.extend(measure(run, name))
             _log(f"bench: figure {name} took {time.perf_counter() - t0:.1f} s")
+            write_json(out, meta(False), rows)  # partial results survive an interrupted run
     except KeyboardInterrupt:
         _log("bench: interrupted")
         return 130
     finally:
         run.close()
 
-    meta = {
-        "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "seconds": round(time.time() - started, 1),
-        "quick": args.quick,
-        "size_mb": size,
-        "parquet_bytes": data.parquet_bytes,
-        "arrow_bytes": data.arrow_bytes,
-        "rows": data.rows,
-        "batch_rows": bench_data.BATCH_ROWS,
-        "workers": opts.workers,
-        "repeat": opts.repeat,
-        "loadavg_start": [round(x, 2) for x in load_start],
-        "loadavg_end": [round(x, 2) for x in os.getloadavg()],
-        "figures": names,
-        "versions": _versions(elixir),
-    }
     text = table(rows)
     print(f"hf_bridge bench: {data.rows} rows, {data.parquet_bytes / 1e6:.0f} MB Parquet / "
           f"{data.arrow_bytes / 1e6:.0f} MB Arrow, batches of {bench_data.BATCH_ROWS} rows, "
@@ -134,10 +142,16 @@ def main(argv: list[str] | None = None) -> int:
     for n in notes:
         print(f"note: {n}")
     for r in rows:
+        for unit, label in (("s_per_gb", "GB"), ("s_per_100k_rows", "100k rows")):
+            ours, base = r.details.get(f"ours_cpu_{unit}"), r.details.get(f"baseline_cpu_{unit}")
+            if ours is not None and base is not None:
+                print(f"cpu ({r.key}): ours {ours} CPU-s, {r.baseline_name} {base} CPU-s per {label} "
+                      "(all processes of each side; less sensitive to other load than wall time)")
+    for r in rows:
         if r.details.get("warning"):
             print(f"warning ({r.key}): {r.details['warning']}")
-    write_json(Path(args.out), meta, rows)
-    print(f"written: {args.out}")
+    write_json(out, meta(True), rows)
+    print(f"written: {out}")
     return 0
 
 

@@ -81,6 +81,7 @@ def cmd_a(args: argparse.Namespace) -> None:
 
     datasets.disable_progress_bars()
     datasets.logging.set_verbosity_error()
+    c0 = _cpu()
     t0 = time.perf_counter()
     ds = datasets.load_dataset("parquet", data_files=_files(args.files), split="train", streaming=True)
     it = ds.with_format("arrow").iter(batch_size=args.batch_size)
@@ -97,7 +98,7 @@ def cmd_a(args: argparse.Namespace) -> None:
             break
     t_end = time.perf_counter()
     result(rows=rows, bytes=nbytes, seconds=t_end - t0, load_seconds=t_load - t0,
-           first_batch_seconds=(t_first or t_end) - t0)
+           first_batch_seconds=(t_first or t_end) - t0, cpu_seconds=round(_cpu() - c0, 3))
 
 
 # ---- B: raw grpcio stream of the same Arrow IPC bytes ------------------------------

@@ -54,14 +54,18 @@ def ipc_to_schema(data: bytes) -> pa.Schema:
 
 
 def batch_message(seq: int, num_rows: int, ipc: pa.Buffer | bytes) -> bytes:
-    """The serialised `Batch{seq, num_rows, arrow_ipc}` (one copy of the payload)."""
-    head = b"\x08" + varint(seq) + b"\x10" + varint(num_rows) + b"\x1a" + varint(len(ipc))
+    """The serialised `Batch{seq, num_rows, arrow_ipc}` (one copy of the payload).
+
+    Fields at their default value are left out, as proto3 serialisers do.
+    """
+    head = (b"\x08" + varint(seq) if seq else b"") + (b"\x10" + varint(num_rows) if num_rows else b"")
+    head += b"\x1a" + varint(len(ipc))
     return b"".join((head, ipc))
 
 
 def end_message(seq: int) -> bytes:
     """The serialised `Batch{seq, end_of_data: true}`."""
-    return b"\x08" + varint(seq) + b"\x20\x01"
+    return (b"\x08" + varint(seq) if seq else b"") + b"\x20\x01"
 
 
 def split_table(table: pa.Table, start: int, max_bytes: int) -> Iterator[tuple[int, pa.Table]]:

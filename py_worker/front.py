@@ -40,7 +40,7 @@ from py_worker.spec import DatasetSpec
 from py_worker.wire import pb
 
 TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
-MAX_PENDING_CHECKPOINTS = 100_000
+MAX_PENDING_CHECKPOINTS = 20_000
 
 
 @dataclass

@@ -16,8 +16,8 @@ Each session has one thread that opens the dataset, iterates
 `with_format("arrow").iter(batch_size)`, splits tables by the byte cap,
 encodes every piece as a complete Batch message and keeps up to `prefetch`
 of them ready. A checkpoint is `{"hf": state_dict, "skip": rows}`: the HF
-iterator state plus rows already delivered from the next HF batch, so a wire
-batch cut from the middle of a HF batch still resumes exactly.
+iterator state plus rows already delivered after it, so a wire batch cut
+from the middle of a HF batch still resumes exactly (see `_Session._items`).
 """
 
 from __future__ import annotations
@@ -95,23 +95,43 @@ class _Session:
         return fds, ckpt, features, exact
 
     def _items(self, fds: Any, ckpt: dict):
+        """Encoded batches with the checkpoint after each; the end marker comes last.
+
+        Unshuffled: `{"hf": state before the current HF batch, "skip": rows of it
+        already delivered}`. Shuffled: `datasets` loses its shuffle buffer on
+        `load_state_dict`, so the checkpoint is `{"hf": None, "skip": rows
+        delivered}` and resuming replays the seeded order from the start,
+        dropping those rows — exact, at the cost of re-reading the prefix.
+        """
         from py_worker.arrow_ipc import batch_message, end_message, split_table, table_to_ipc
 
+        replay = bool(self.spec.get("shuffle"))
         before = ckpt.get("hf")
         skip = int(ckpt.get("skip", 0))
+        total = skip
         for table in fds.iter(batch_size=self.batch_size):
             after = fds.state_dict()
             n = table.num_rows
+            if skip >= n:  # replaying a shuffled session: rows delivered before the checkpoint
+                skip -= n
+                before = after
+                continue
             for end_row, piece in split_table(table, skip, self.max_bytes):
                 if self.first_schema is None:
                     self.first_schema = piece.schema
-                state = {"hf": after, "skip": 0} if end_row >= n else {"hf": before, "skip": end_row}
+                total += piece.num_rows
+                if replay:
+                    state = {"hf": None, "skip": total}
+                elif end_row >= n:
+                    state = {"hf": after, "skip": 0}
+                else:
+                    state = {"hf": before, "skip": end_row}
                 payload = batch_message(self.seq, piece.num_rows, table_to_ipc(piece))
                 yield ("batch", self.sid, self.seq, piece.num_rows, json.dumps(state), False), payload
                 self.seq += 1
             skip = 0
             before = after
-        state = {"hf": before, "skip": 0}
+        state = {"hf": None, "skip": total} if replay else {"hf": before, "skip": 0}
         yield ("batch", self.sid, self.seq, 0, json.dumps(state), True), end_message(self.seq)
 
     def start(self, req: int) -> None:

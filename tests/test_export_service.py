@@ -222,3 +222,27 @@ def test_too_large_batch_size_is_invalid(tmp_path, data_dir):
     with pytest.raises(InvalidArgument) as err:
         asyncio.run(_collect(_request(data_dir, tmp_path / "x", batch_size=999_999_999), _config(tmp_path, data_dir)))
     assert "batch_size" in str(err.value)
+
+
+def test_concurrent_exports_are_limited(tmp_path, small_dir, monkeypatch):
+    from py_worker.errors import ResourceExhausted
+    from py_worker.export import service
+
+    monkeypatch.setattr(service, "MAX_CONCURRENT_EXPORTS", 1)
+    config = _config(tmp_path, small_dir)
+
+    async def two_at_once() -> None:
+        first = export_events(_request(small_dir, tmp_path / "one", batch_size=2), config)
+        await first.__anext__()
+        try:
+            with pytest.raises(ResourceExhausted) as err:
+                await _collect(_request(small_dir, tmp_path / "two"), config)
+            assert "HF_BRIDGE_MAX_EXPORTS" in str(err.value)
+        finally:
+            await first.aclose()
+        # The slot is free again once the first call ended.
+        events = await _collect(_request(small_dir, tmp_path / "three"), config)
+        assert events[-1].result.rows == 1600
+
+    asyncio.run(two_at_once())
+    assert not _job_children()

@@ -91,7 +91,26 @@ def test_resume_with_byte_cap_mid_hf_batch(client):
     r = client.resume(h.resume_token)
     rest = list(client.read(r.session_id))
     assert rest[0].seq == k + 1
+    assert _ids(rest[:1]) == _ids(first[k + 1:k + 2])  # an unacked batch re-reads identically
     assert _ids(first[: k + 1]) + _ids(rest) == whole_ids
+    client.close_session(h.session_id)
+
+
+@pytest.mark.parametrize("max_bytes", [0, 600])
+def test_shuffled_session_resumes_exactly(client, max_bytes):
+    spec = DatasetSpec("parquet", data_files=PQ.data_files, shuffle=True, seed=11, shuffle_buffer=40)
+    h = client.open(spec, batch_size=30, max_batch_bytes=max_bytes)
+    full = _ids(client.read(h.session_id))
+    r = client.resume(h.resume_token)  # nothing acked: starts over, same order
+    first = list(client.read(r.session_id, max_batches=6))
+    assert _ids(first) == full[: len(_ids(first))]
+    client.ack(r.session_id, 4)
+    r2 = client.resume(h.resume_token)
+    assert r2.next_seq == 5
+    rest = list(client.read(r2.session_id))
+    assert _ids(rest[:1]) == _ids(first[5:6])
+    assert _ids(first[:5]) + _ids(rest) == full
+    assert sorted(full) == list(range(500)) and full != list(range(500))
     client.close_session(h.session_id)
 
 

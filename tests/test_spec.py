@@ -165,6 +165,11 @@ def test_batch_message_is_a_valid_protobuf_batch():
     assert ipc_to_table(msg.arrow_ipc).equals(table)
     end = pb.Batch.FromString(end_message(2**40))
     assert end.end_of_data and end.seq == 2**40 and end.num_rows == 0 and not end.arrow_ipc
+    # byte-identical to what the protobuf runtime writes
+    for seq in (0, 1, 127, 128, 2**63):
+        assert end_message(seq) == pb.Batch(seq=seq, end_of_data=True).SerializeToString()
+        ipc = table_to_ipc(table.slice(0, 3)).to_pybytes()
+        assert batch_message(seq, 3, ipc) == pb.Batch(seq=seq, num_rows=3, arrow_ipc=ipc).SerializeToString()
 
 
 def test_split_table_respects_the_byte_cap():

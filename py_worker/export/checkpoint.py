@@ -75,7 +75,7 @@ class Checkpoint:
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise FailedPrecondition(
-                f"checkpoint {where} is damaged ({exc}); rerun the export with overwrite instead of resume"
+                f"checkpoint {where} is damaged ({exc}); rerun the export with overwrite (--overwrite) instead of resume"
             ) from exc
 
     @property

@@ -19,21 +19,25 @@ import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence, TypeVar
 from urllib.parse import urlparse
 
 from pyarrow import fs as pafs
 
-from py_worker.export.layout import TMP_DIR
 from py_worker.errors import (
     BridgeError,
     FailedPrecondition,
+    Internal,
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    ResourceExhausted,
     Unauthenticated,
     Unavailable,
 )
+from py_worker.export.layout import TMP_DIR
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -101,19 +105,19 @@ class Destination:
     def list(self) -> list[str]:
         """Relative names of every file at the destination (recursive); [] when it does not exist."""
         sel = pafs.FileSelector(self.root, recursive=True, allow_not_found=True)
-        infos = self._call("listing", lambda: self.fs.get_file_info(sel))
+        infos = self.guarded("listing", lambda: self.fs.get_file_info(sel))
         base = self.root + "/"
         return sorted(i.path[len(base):] for i in infos if i.type == pafs.FileType.File and i.path.startswith(base))
 
     def size(self, name: str) -> int | None:
         """Size in bytes of `name`, or None when it does not exist."""
-        info = self._call("reading", lambda: self.fs.get_file_info(self.path(name)))
+        info = self.guarded("reading", lambda: self.fs.get_file_info(self.path(name)))
         return info.size if info.type == pafs.FileType.File else None
 
     def open_output(self, name: str):
         """A writable pyarrow stream for `name` (parent directories created)."""
         self._mkparent(name)
-        return self._call("writing", lambda: self.fs.open_output_stream(self.path(name)), name)
+        return self.guarded("writing", lambda: self.fs.open_output_stream(self.path(name)), name)
 
     def read_text(self, name: str) -> str | None:
         """The UTF-8 text of `name`, or None when it does not exist."""
@@ -124,7 +128,7 @@ class Destination:
             with self.fs.open_input_stream(self.path(name)) as f:
                 return f.read()
 
-        return self._call("reading", read, name).decode("utf-8")
+        return self.guarded("reading", read, name).decode("utf-8")
 
     def write_text(self, name: str, text: str) -> None:
         """Write `name` so that a reader sees the old content or the new, never a mix."""
@@ -139,44 +143,44 @@ class Destination:
                     f.write(data)
                 os.replace(self.path(tmp), self.path(name))
 
-            self._call("writing", write_local, name)
+            self.guarded("writing", write_local, name)
         else:
 
             def write_s3() -> None:
                 with self.fs.open_output_stream(self.path(name)) as f:
                     f.write(data)
 
-            self._call("writing", write_s3, name)
+            self.guarded("writing", write_s3, name)
 
     def publish(self, tmp_name: str, final_name: str) -> None:
         """Move a finished temporary file to its final name (rename locally, copy + delete on S3)."""
         self._mkparent(final_name)
         if self.local:
-            self._call("publishing", lambda: os.replace(self.path(tmp_name), self.path(final_name)), final_name)
+            self.guarded("publishing", lambda: os.replace(self.path(tmp_name), self.path(final_name)), final_name)
         else:
-            self._call("publishing", lambda: self.fs.copy_file(self.path(tmp_name), self.path(final_name)), final_name)
+            self.guarded("publishing", lambda: self.fs.copy_file(self.path(tmp_name), self.path(final_name)), final_name)
             self.delete(tmp_name)
 
     def delete(self, name: str) -> None:
         """Remove `name` if it exists."""
         if self.size(name) is None:
             return
-        self._call("deleting", lambda: self.fs.delete_file(self.path(name)), name)
+        self.guarded("deleting", lambda: self.fs.delete_file(self.path(name)), name)
 
     def delete_dir(self, name: str) -> None:
         """Remove the directory (or key prefix) `name` and everything below it, if present."""
-        info = self._call("listing", lambda: self.fs.get_file_info(self.path(name)))
+        info = self.guarded("listing", lambda: self.fs.get_file_info(self.path(name)))
         if info.type == pafs.FileType.NotFound:
             if not self.local:
                 for entry in [n for n in self.list() if n.startswith(name + "/")]:
                     self.delete(entry)
             return
-        self._call("deleting", lambda: self.fs.delete_dir(self.path(name)), name)
+        self.guarded("deleting", lambda: self.fs.delete_dir(self.path(name)), name)
 
     def check_writable(self) -> None:
         """Create the destination if needed and prove it accepts writes (a probe file is written and removed)."""
         if self.local:
-            self._call("creating", lambda: self.fs.create_dir(self.root, recursive=True))
+            self.guarded("creating", lambda: self.fs.create_dir(self.root, recursive=True))
         probe = f"{TMP_DIR}/probe-{uuid.uuid4().hex}"
         self._mkparent(probe)
 
@@ -184,15 +188,16 @@ class Destination:
             with self.fs.open_output_stream(self.path(probe)) as f:
                 f.write(b"probe")
 
-        self._call("writing", write_probe)
-        self._call("deleting", lambda: self.fs.delete_file(self.path(probe)))
+        self.guarded("writing", write_probe)
+        self.guarded("deleting", lambda: self.fs.delete_file(self.path(probe)))
 
     def _mkparent(self, name: str) -> None:
         if self.local and "/" in name:
             parent = self.path(name.rsplit("/", 1)[0])
-            self._call("creating", lambda: self.fs.create_dir(parent, recursive=True), name)
+            self.guarded("creating", lambda: self.fs.create_dir(parent, recursive=True), name)
 
-    def _call(self, action: str, fn, name: str | None = None):
+    def guarded(self, action: str, fn: Callable[[], T], name: str | None = None) -> T:
+        """Run `fn()`; a storage exception becomes a BridgeError saying what failed where."""
         try:
             return fn()
         except BridgeError:
@@ -214,8 +219,6 @@ def storage_error(exc: BaseException, context: str) -> BridgeError:
     if "READ-ONLY FILE SYSTEM" in upper:
         return PermissionDenied(f"{context}: the file system is read-only")
     if "NO SPACE LEFT" in upper:
-        from py_worker.errors import ResourceExhausted
-
         return ResourceExhausted(f"{context}: no space left on device")
     if "NO_SUCH_BUCKET" in upper or "NOSUCHBUCKET" in upper or "BUCKET DOES NOT EXIST" in upper:
         return NotFound(f"{context}: the bucket does not exist (create it first)")
@@ -229,8 +232,6 @@ def storage_error(exc: BaseException, context: str) -> BridgeError:
         return Unavailable(f"{context}: the S3 endpoint could not be reached ({text})")
     if isinstance(exc, FileNotFoundError):
         return NotFound(msg)
-    from py_worker.errors import Internal
-
     return Internal(msg)
 
 
@@ -282,6 +283,6 @@ def check_bucket(dest: Destination) -> None:
         return
     dest.list()  # a listing (GET) names the credential problem; a HEAD answers only "403"
     bucket = dest.root.split("/", 1)[0]
-    info = dest._call("checking bucket of", lambda: dest.fs.get_file_info(bucket))
+    info = dest.guarded("checking bucket of", lambda: dest.fs.get_file_info(bucket))
     if info.type == pafs.FileType.NotFound:
         raise NotFound(f"S3 bucket '{bucket}' does not exist (create it first, or check AWS_ENDPOINT_URL)")

@@ -12,7 +12,7 @@ import glob
 import json
 import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 import grpc
@@ -163,7 +163,7 @@ def run_export(
             for table in ds.iter(batch_size=options.batch_size):
                 if should_stop is not None and should_stop():
                     raise Cancelled(
-                        f"export to {dest.uri} was cancelled; run it again with resume to continue from its checkpoint"
+                        f"export to {dest.uri} was cancelled; run it again with resume (--resume) to continue from its checkpoint"
                     )
                 if writer is None:
                     if schema is None:
@@ -298,7 +298,7 @@ def _prepare(
             if not _same_job(manifest, spec_dict, options):
                 raise FailedPrecondition(
                     f"destination {where} holds a finished export of a different spec or options; "
-                    "use overwrite to replace it"
+                    "use overwrite (--overwrite) to replace it"
                 )
             if layout.shard is not None:
                 merged = try_merge(dest, spec.num_shards)
@@ -309,12 +309,12 @@ def _prepare(
         if cp is not None and cp.fingerprint != fp:
             raise FailedPrecondition(
                 f"the checkpoint at {dest.uri_of(layout.checkpoint)} belongs to an export of a different spec or "
-                "options; resume with the same arguments, or use overwrite to start again"
+                "options; resume with the same arguments, or use overwrite (--overwrite) to start again"
             )
         if cp is not None and spec.shuffle:
             raise FailedPrecondition(
                 "a shuffled export cannot be resumed exactly: the dataset's checkpoint does not hold the "
-                "shuffle buffer, so rows would be lost; use overwrite to run it again"
+                "shuffle buffer, so rows would be lost; use overwrite (--overwrite) to run it again"
             )
         keep = {f.path for f in cp.files} if cp else set()
         for f in cp.files if cp else []:
@@ -322,7 +322,7 @@ def _prepare(
             if size != f.bytes:
                 raise FailedPrecondition(
                     f"{dest.uri_of(f.path)} listed in the checkpoint is missing or has a different size; "
-                    "use overwrite to start again"
+                    "use overwrite (--overwrite) to start again"
                 )
         for name in own:
             if name in keep or name == layout.checkpoint:
@@ -445,7 +445,3 @@ def _parquet_rows(spec: "DatasetSpec", config: "ServerConfig") -> int | None:
     except Exception:  # noqa: BLE001 - a missing total only costs the ETA
         return None
 
-
-def with_shard(spec: "DatasetSpec", num_shards: int, shard_index: int) -> "DatasetSpec":
-    """`spec` restricted to one shard."""
-    return replace(spec, num_shards=num_shards, shard_index=shard_index)

@@ -50,8 +50,10 @@ def run(job: dict[str, Any], emit, stop: threading.Event) -> int:
     from py_worker.spec import DatasetSpec
 
     throttle = Throttle(0.25)
+    last: list[Progress] = []
 
     def on_progress(p: Progress) -> None:
+        last[:] = [p]
         if throttle.ready():
             emit({"type": "progress", **p.__dict__})
 
@@ -75,7 +77,7 @@ def run(job: dict[str, Any], emit, stop: threading.Event) -> int:
             "bytes": result.bytes,
             "files": result.files,
             "total_rows": result.rows,
-            "elapsed_seconds": 0.0,
+            "elapsed_seconds": last[0].elapsed_seconds if last else 0.0,
         }
     )
     emit(

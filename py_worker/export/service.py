@@ -15,6 +15,7 @@ import collections
 import json
 import os
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from py_worker.errors import Internal, InvalidArgument, ResourceExhausted, error_for
@@ -95,7 +96,7 @@ async def _run_job(spec: Any, options: ExportOptions, destination: str, config: 
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         limit=_LINE_LIMIT,
-        env={**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")},
+        env=_job_env(),
     )
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     tail: collections.deque[str] = collections.deque(maxlen=20)
@@ -145,6 +146,16 @@ async def _run_job(spec: Any, options: ExportOptions, destination: str, config: 
     finally:
         await _stop(proc)
         stderr_task.cancel()
+
+
+def _job_env() -> dict[str, str]:
+    """The server's environment, with this package importable in the job process."""
+    env = dict(os.environ)
+    package_parent = str(Path(__file__).resolve().parents[2])
+    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if package_parent not in paths:
+        env["PYTHONPATH"] = os.pathsep.join([package_parent, *paths])
+    return env
 
 
 async def _drain(stream: asyncio.StreamReader, tail: "collections.deque[str]") -> None:

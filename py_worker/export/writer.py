@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -111,14 +111,12 @@ class RollingParquetWriter:
         schema: pa.Schema,
         options: ExportOptions,
         first_index: int = 0,
-        on_published: Callable[[FileRecord], None] | None = None,
     ) -> None:
         self.dest = dest
         self.layout = layout
         self.schema = schema
         self.options = options
         self.next_index = first_index
-        self.on_published = on_published
         self._kwargs = options.parquet_writer_kwargs()
         self._sink: HashingSink | None = None
         self._writer: pq.ParquetWriter | None = None
@@ -213,7 +211,9 @@ class RollingParquetWriter:
     def _flush_rows(self, rows: int) -> None:
         """Write the first `rows` buffered rows as one row group."""
         table = pa.concat_tables(self._buffer) if len(self._buffer) > 1 else self._buffer[0]
-        head = table.slice(0, rows)
+        # One contiguous chunk per row group: page boundaries then depend on the rows alone,
+        # not on how the input happened to be chunked.
+        head = table.slice(0, rows).combine_chunks()
         rest = table.slice(rows)
         if self._writer is None:
             self._open_file()
@@ -244,7 +244,7 @@ class RollingParquetWriter:
         self._writer.close()
         size = self._sink.tell()
         digest = self._sink.hexdigest()
-        self.dest._call("closing", self._sink.close, self.layout.tmp(self._name))
+        self.dest.guarded("closing", self._sink.close, self.layout.tmp(self._name))
         self._writer = None
         self._sink = None
         self._flushed_nbytes = 0
@@ -252,6 +252,4 @@ class RollingParquetWriter:
         record = FileRecord(self._name, self._rows_in_file, size, digest, self._row_groups)
         self.files.append(record)
         self.next_index += 1
-        if self.on_published is not None:
-            self.on_published(record)
         return record

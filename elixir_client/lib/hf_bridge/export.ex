@@ -1,10 +1,15 @@
 defmodule HFBridge.Export do
   @export_schema [
-    overwrite: [type: :boolean, default: false, doc: "Replace an existing export at the destination."],
+    overwrite: [
+      type: :boolean,
+      default: false,
+      doc: "Replace an existing export at the destination."
+    ],
     resume: [
       type: :boolean,
       default: false,
-      doc: "Continue an interrupted export at the destination from its checkpoint (excludes `:overwrite`)."
+      doc:
+        "Continue an interrupted export at the destination from its checkpoint (excludes `:overwrite`)."
     ],
     compression: [
       type: {:custom, __MODULE__, :check_compression},
@@ -27,7 +32,8 @@ defmodule HFBridge.Export do
     cdc: [
       type: :boolean,
       default: false,
-      doc: "Content-defined chunking of data pages, so re-exports of similar data deduplicate well on upload."
+      doc:
+        "Content-defined chunking of data pages, so re-exports of similar data deduplicate well on upload."
     ],
     batch_size: [
       type: {:or, [:pos_integer, nil]},
@@ -176,7 +182,8 @@ defmodule HFBridge.Export do
   Validates `opts` and builds the `ExportRequest` map. Returns it with the
   validated export options (progress target, timeout, ...).
   """
-  @spec request(String.t(), String.t(), keyword()) :: {:ok, map(), keyword()} | {:error, Error.t()}
+  @spec request(String.t(), String.t(), keyword()) ::
+          {:ok, map(), keyword()} | {:error, Error.t()}
   def request(dataset, destination, opts) do
     with :ok <- check_destination(destination),
          :ok <- check_keyword(opts),
@@ -216,7 +223,13 @@ defmodule HFBridge.Export do
 
       case result do
         {:ok, %Manifest{} = m} ->
-          {result, Map.merge(meta, %{rows: m.rows, bytes: m.bytes, files: m.file_count, manifest_uri: m.uri})}
+          {result,
+           Map.merge(meta, %{
+             rows: m.rows,
+             bytes: m.bytes,
+             files: m.file_count,
+             manifest_uri: m.uri
+           })}
 
         {:error, error} ->
           {result, Map.put(meta, :error, error)}
@@ -248,13 +261,19 @@ defmodule HFBridge.Export do
         end
 
       :done ->
-        {:error, Error.new(:grpc, :internal, "the server ended the export without reporting a result")}
+        {:error,
+         Error.new(:grpc, :internal, "the server ended the export without reporting a result")}
 
       {:error, %Error{code: code} = error} when code in [:timeout, :deadline_exceeded] ->
         Client.cancel(stream)
 
         {:error,
-         %{error | message: error.message <> " (no export event for #{opts[:timeout]} ms; raise :timeout to wait longer)"}}
+         %{
+           error
+           | message:
+               error.message <>
+                 " (no export event for #{opts[:timeout]} ms; raise :timeout to wait longer)"
+         }}
 
       {:error, %Error{}} = error ->
         Client.cancel(stream)
@@ -319,15 +338,22 @@ defmodule HFBridge.Export do
   end
 
   defp check_destination(other),
-    do: invalid("destination must be a string (a directory or s3://bucket/prefix), got: #{inspect(other, limit: 10)}")
+    do:
+      invalid(
+        "destination must be a string (a directory or s3://bucket/prefix), got: #{inspect(other, limit: 10)}"
+      )
 
   defp check_keyword(opts) do
-    if Keyword.keyword?(opts), do: :ok, else: invalid("options must be a keyword list, got: #{inspect(opts, limit: 10)}")
+    if Keyword.keyword?(opts),
+      do: :ok,
+      else: invalid("options must be a keyword list, got: #{inspect(opts, limit: 10)}")
   end
 
   defp check_exclusive(export) do
     if export[:overwrite] and export[:resume] do
-      invalid("options :overwrite and :resume exclude each other: resume continues an export, overwrite replaces it")
+      invalid(
+        "options :overwrite and :resume exclude each other: resume continues an export, overwrite replaces it"
+      )
     else
       :ok
     end
@@ -354,10 +380,13 @@ defmodule HFBridge.Export do
   end
 
   def check_compression(other),
-    do: {:error, "expected one of #{Enum.join(@compressions, ", ")}, got: #{inspect(other, limit: 10)}"}
+    do:
+      {:error,
+       "expected one of #{Enum.join(@compressions, ", ")}, got: #{inspect(other, limit: 10)}"}
 
   @doc false
-  @spec check_progress(term()) :: {:ok, pid() | (progress() -> any()) | nil} | {:error, String.t()}
+  @spec check_progress(term()) ::
+          {:ok, pid() | (progress() -> any()) | nil} | {:error, String.t()}
   def check_progress(nil), do: {:ok, nil}
   def check_progress(pid) when is_pid(pid), do: {:ok, pid}
   def check_progress(fun) when is_function(fun, 1), do: {:ok, fun}

@@ -37,7 +37,11 @@ defmodule HFBridge.Parquet do
   @type source :: String.t() | Manifest.t()
 
   @load_schema [
-    lazy: [type: :boolean, default: false, doc: "Return a lazy data frame (nothing is read until collected)."],
+    lazy: [
+      type: :boolean,
+      default: false,
+      doc: "Return a lazy data frame (nothing is read until collected)."
+    ],
     columns: [
       type: {:or, [{:list, :string}, nil]},
       default: nil,
@@ -53,8 +57,16 @@ defmodule HFBridge.Parquet do
           "keyword list with `:access_key_id`, `:secret_access_key`, `:region`, `:endpoint`), passed " <>
           "to `Explorer.DataFrame.from_parquet/2` as `:config`."
     ],
-    verify: [type: :boolean, default: false, doc: "Check every file's SHA-256 against the manifest first."],
-    s3: [type: :keyword_list, default: [], doc: "ExAws options used to read an `s3://` manifest (see `HFBridge.Parquet.S3`)."]
+    verify: [
+      type: :boolean,
+      default: false,
+      doc: "Check every file's SHA-256 against the manifest first."
+    ],
+    s3: [
+      type: :keyword_list,
+      default: [],
+      doc: "ExAws options used to read an `s3://` manifest (see `HFBridge.Parquet.S3`)."
+    ]
   ]
 
   @doc """
@@ -120,9 +132,14 @@ defmodule HFBridge.Parquet do
         timeout: :infinity
       )
       |> Enum.find_value(:ok, fn
-        {:ok, :ok} -> nil
-        {:ok, {:error, %Error{}} = error} -> error
-        {:exit, reason} -> {:error, Error.new(:parquet, :internal, "verification crashed: #{inspect(reason)}")}
+        {:ok, :ok} ->
+          nil
+
+        {:ok, {:error, %Error{}} = error} ->
+          error
+
+        {:exit, reason} ->
+          {:error, Error.new(:parquet, :internal, "verification crashed: #{inspect(reason)}")}
       end)
     end
   end
@@ -167,7 +184,10 @@ defmodule HFBridge.Parquet do
 
       {:error, :enoent} ->
         {:error,
-         Error.new(:parquet, :not_found, "no export manifest at #{path} (is the export finished?)",
+         Error.new(
+           :parquet,
+           :not_found,
+           "no export manifest at #{path} (is the export finished?)",
            details: %{uri: path}
          )}
 
@@ -198,7 +218,10 @@ defmodule HFBridge.Parquet do
         compare(file, file.bytes, sha256_file(file.uri))
 
       {:error, :enoent} ->
-        {:error, Error.new(:parquet, :not_found, "export file #{file.uri} is missing", details: %{file: file.uri})}
+        {:error,
+         Error.new(:parquet, :not_found, "export file #{file.uri} is missing",
+           details: %{file: file.uri}
+         )}
 
       {:error, reason} ->
         {:error,
@@ -220,7 +243,10 @@ defmodule HFBridge.Parquet do
 
   defp compare(file, size, _digest) when size != file.bytes do
     {:error,
-     Error.new(:parquet, :data_loss, "export file #{file.uri} has #{size} bytes, the manifest says #{file.bytes}",
+     Error.new(
+       :parquet,
+       :data_loss,
+       "export file #{file.uri} has #{size} bytes, the manifest says #{file.bytes}",
        details: %{file: file.uri, expected: file.bytes, actual: size}
      )}
   end
@@ -230,7 +256,10 @@ defmodule HFBridge.Parquet do
       :ok
     else
       {:error,
-       Error.new(:parquet, :data_loss, "export file #{file.uri} has SHA-256 #{digest}, the manifest says #{file.sha256}",
+       Error.new(
+         :parquet,
+         :data_loss,
+         "export file #{file.uri} has SHA-256 #{digest}, the manifest says #{file.sha256}",
          details: %{file: file.uri, expected: file.sha256, actual: digest}
        )}
     end

@@ -144,7 +144,7 @@ defmodule HFBridge.Telemetry do
   Without `:telemetry`, `fun` runs and its `result` is returned, nothing is
   emitted. Exceptions, throws and exits propagate unchanged in both cases.
   """
-  @spec span(span_prefix(), map(), (-> {term(), map()} | {term(), map(), map()})) :: term()
+  @spec span(span_prefix(), map(), (() -> {term(), map()} | {term(), map(), map()})) :: term()
   def span(prefix, start_metadata, fun)
       when is_list(prefix) and is_map(start_metadata) and is_function(fun, 0) do
     if enabled?() do

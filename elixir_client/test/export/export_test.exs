@@ -54,7 +54,9 @@ defmodule HFBridge.ExportTest do
     assert progress != []
 
     for p <- progress do
-      assert %{rows: rows, bytes: bytes, files: files, total_rows: total, elapsed_seconds: secs} = p
+      assert %{rows: rows, bytes: bytes, files: files, total_rows: total, elapsed_seconds: secs} =
+               p
+
       assert rows <= 600 and bytes >= 0 and files >= 0 and is_float(secs)
       assert total in [nil, 600]
     end
@@ -82,12 +84,14 @@ defmodule HFBridge.ExportTest do
     assert :ok = Parquet.verify(m)
   end
 
-  test "an existing export needs overwrite: true; resume of a finished export is a no-op", ctx do
+  test "an existing export needs overwrite: true, which rewrites the same files", ctx do
     dest = Path.join(ctx.export_dir, "twice")
     opts = [data_files: ctx.glob, take: 20]
     assert {:ok, first} = Export.run(ctx.client, "parquet", dest, opts)
 
-    assert {:error, %Error{code: code, message: message}} = Export.run(ctx.client, "parquet", dest, opts)
+    assert {:error, %Error{code: code, message: message}} =
+             Export.run(ctx.client, "parquet", dest, opts)
+
     assert code in [:already_exists, :failed_precondition]
     assert message =~ "overwrite"
 
@@ -100,13 +104,17 @@ defmodule HFBridge.ExportTest do
     dest = Path.join(ctx.export_dir, "own_conn")
 
     assert {:ok, m} =
-             Export.run([address: ctx.address, local: false], "parquet", dest, data_files: ctx.glob, take: 5)
+             Export.run([address: ctx.address, local: false], "parquet", dest,
+               data_files: ctx.glob,
+               take: 5
+             )
 
     assert m.rows == 5
   end
 
   test "server-side refusals come back as errors", ctx do
-    outside = Path.join(System.tmp_dir!(), "hf_bridge_outside_#{System.unique_integer([:positive])}")
+    outside =
+      Path.join(System.tmp_dir!(), "hf_bridge_outside_#{System.unique_integer([:positive])}")
 
     assert {:error, %Error{code: :permission_denied}} =
              Export.run(ctx.client, "parquet", outside, data_files: ctx.glob)
@@ -128,9 +136,13 @@ defmodule HFBridge.ExportTest do
   end
 
   test "options are validated locally, naming the culprit", ctx do
-    run = fn opts -> Export.run(ctx.client, "parquet", Path.join(ctx.export_dir, "never"), opts) end
+    run = fn opts ->
+      Export.run(ctx.client, "parquet", Path.join(ctx.export_dir, "never"), opts)
+    end
 
-    assert {:error, %Error{code: :invalid_option, message: m1}} = run.(data_files: ctx.glob, compresion: :zstd)
+    assert {:error, %Error{code: :invalid_option, message: m1}} =
+             run.(data_files: ctx.glob, compresion: :zstd)
+
     assert m1 =~ "unknown option :compresion" and m1 =~ "did you mean :compression"
     assert {:error, %Error{message: m2}} = run.(compression: :lzma)
     assert m2 =~ ":compression" and m2 =~ "zstd"
@@ -199,17 +211,30 @@ defmodule HFBridge.ExportTelemetryTest do
   test "[:hf_bridge, :export] span and progress events", ctx do
     glob = HFBridge.ExportFixtures.write_dataset(Path.join(ctx.data_dir, "simple"), 1, 500)
     parent = self()
-    events = [[:hf_bridge, :export, :start], [:hf_bridge, :export, :stop], [:hf_bridge, :export, :progress]]
 
-    handler = fn name, measurements, metadata, _ -> send(parent, {:event, name, measurements, metadata}) end
+    events = [
+      [:hf_bridge, :export, :start],
+      [:hf_bridge, :export, :stop],
+      [:hf_bridge, :export, :progress]
+    ]
+
+    handler = fn name, measurements, metadata, _ ->
+      send(parent, {:event, name, measurements, metadata})
+    end
+
     :ok = apply(:telemetry, :attach_many, ["export-test", events, handler, nil])
     on_exit(fn -> apply(:telemetry, :detach, ["export-test"]) end)
 
     dest = Path.join(ctx.export_dir, "telemetry")
-    assert {:ok, m} = HFBridge.Export.run(ctx.client, "parquet", dest, data_files: glob, batch_size: 50)
 
-    assert_received {:event, [:hf_bridge, :export, :start], _, %{dataset: "parquet", destination: ^dest}}
-    assert_received {:event, [:hf_bridge, :export, :progress], %{rows: _, bytes: _, files: _}, %{total_rows: _}}
+    assert {:ok, m} =
+             HFBridge.Export.run(ctx.client, "parquet", dest, data_files: glob, batch_size: 50)
+
+    assert_received {:event, [:hf_bridge, :export, :start], _,
+                     %{dataset: "parquet", destination: ^dest}}
+
+    assert_received {:event, [:hf_bridge, :export, :progress], %{rows: _, bytes: _, files: _},
+                     %{total_rows: _}}
 
     assert_received {:event, [:hf_bridge, :export, :stop], %{duration: _},
                      %{rows: 500, files: files, manifest_uri: uri}}

@@ -23,7 +23,9 @@ defmodule Mix.Tasks.Hf.ExportTest do
         {"HF_BRIDGE_ADDRESS", nil}
       ] ++ if(path = System.get_env("MIX_BUILD_PATH"), do: [{"MIX_BUILD_PATH", path}], else: [])
 
-    {out, status} = System.cmd("mix", ["hf.export" | args], cd: @project, env: env, stderr_to_stdout: true)
+    {out, status} =
+      System.cmd("mix", ["hf.export" | args], cd: @project, env: env, stderr_to_stdout: true)
+
     {status, out}
   end
 
@@ -58,10 +60,14 @@ defmodule Mix.Tasks.Hf.ExportTest do
     assert m.rows == 300 and m.file_count > 1
     assert m.writer["compression"] == "gzip"
     assert :ok = Parquet.verify(m)
-    assert ExportFixtures.parquet_rows(Parquet.Manifest.file_uris(m)) == Enum.map(m.files, & &1.rows)
+
+    assert ExportFixtures.parquet_rows(Parquet.Manifest.file_uris(m)) ==
+             Enum.map(m.files, & &1.rows)
 
     # A second run without --overwrite fails with the server's reason.
-    {status, out} = mix_export(["parquet", dest, "--data-files", ctx.glob, "--address", ctx.address])
+    {status, out} =
+      mix_export(["parquet", dest, "--data-files", ctx.glob, "--address", ctx.address])
+
     assert status != 0
     assert out =~ "overwrite"
   end
@@ -120,14 +126,28 @@ defmodule Mix.Tasks.Hf.ExportTest do
     assert Mix.Tasks.Hf.Export.size!("1.5k") == 1536
 
     line =
-      Mix.Tasks.Hf.Export.progress_line(%{rows: 25_000, bytes: 3_200_000, files: 2, total_rows: 100_000, elapsed_seconds: 2.5})
+      Mix.Tasks.Hf.Export.progress_line(%{
+        rows: 25_000,
+        bytes: 3_200_000,
+        files: 2,
+        total_rows: 100_000,
+        elapsed_seconds: 2.5
+      })
 
     assert line =~ "25,000 / 100,000 rows  25.0%"
     assert line =~ "3.2 MB  2 files"
     assert line =~ "10,000 rows/s"
     assert line =~ "ETA 0:00:08"
 
-    line = Mix.Tasks.Hf.Export.progress_line(%{rows: 10, bytes: 10, files: 1, total_rows: nil, elapsed_seconds: 1.0})
+    line =
+      Mix.Tasks.Hf.Export.progress_line(%{
+        rows: 10,
+        bytes: 10,
+        files: 1,
+        total_rows: nil,
+        elapsed_seconds: 1.0
+      })
+
     assert line =~ "10 rows  |" and line =~ "1 file " and not (line =~ "ETA")
   end
 end

@@ -7,7 +7,12 @@ defmodule HFBridge.ExportFixtures do
 
   @doc "A fresh temporary directory; the caller removes it (see `on_exit/1`)."
   def tmp_dir(tag) do
-    dir = Path.join(System.tmp_dir!(), "hf_bridge_#{tag}_#{System.unique_integer([:positive])}_#{:os.getpid()}")
+    dir =
+      Path.join(
+        System.tmp_dir!(),
+        "hf_bridge_#{tag}_#{System.unique_integer([:positive])}_#{:os.getpid()}"
+      )
+
     File.rm_rf!(dir)
     File.mkdir_p!(dir)
     dir
@@ -57,7 +62,8 @@ defmodule HFBridge.ExportFixtures do
   end
 
   @doc "Writes `files` shards of `rows` rows under `root/data` (see `write_dataset/3`); returns their glob."
-  def make_dataset(root, files \\ 3, rows \\ 100), do: write_dataset(Path.join(root, "data"), files, rows)
+  def make_dataset(root, files \\ 3, rows \\ 100),
+    do: write_dataset(Path.join(root, "data"), files, rows)
 
   @doc "Runs `hf-bridge export parquet DEST --data-files GLOB ...` to completion; returns DEST."
   def python_export(data_glob, dest, root, args \\ [], extra_env \\ []) do
@@ -73,15 +79,22 @@ defmodule HFBridge.ExportFixtures do
     ]
 
     {out, status} =
-      System.cmd(ServerCase.python(), argv, env: env, stderr_to_stdout: true, cd: ServerCase.repo_root())
+      System.cmd(ServerCase.python(), argv,
+        env: env,
+        stderr_to_stdout: true,
+        cd: ServerCase.repo_root()
+      )
 
-    if status != 0, do: raise("hf-bridge export #{Enum.join(argv, " ")} exited with #{status}:\n#{out}")
+    if status != 0,
+      do: raise("hf-bridge export #{Enum.join(argv, " ")} exited with #{status}:\n#{out}")
+
     dest
   end
 
   @doc "Rows per file of a local export, counted by pyarrow from the Parquet footers."
   def parquet_rows(paths) do
-    code = "import sys, pyarrow.parquet as pq; print(*[pq.ParquetFile(p).metadata.num_rows for p in sys.argv[1:]])"
+    code =
+      "import sys, pyarrow.parquet as pq; print(*[pq.ParquetFile(p).metadata.num_rows for p in sys.argv[1:]])"
 
     code
     |> ServerCase.run_python!(paths)
@@ -160,7 +173,9 @@ defmodule HFBridge.MotoServer do
       {"authorization",
        "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00"}
 
-    {:ok, %{status_code: 200}} = HFBridge.ExAws.HttpClient.request(:put, "#{endpoint}/#{bucket}", "", [auth], [])
+    {:ok, %{status_code: 200}} =
+      HFBridge.ExAws.HttpClient.request(:put, "#{endpoint}/#{bucket}", "", [auth], [])
+
     :ok
   end
 

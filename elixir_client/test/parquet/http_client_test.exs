@@ -48,12 +48,22 @@ defmodule HFBridge.ExAws.HttpClientTest do
     assert header(head_headers, "content-length") == "100000"
 
     assert {:ok, %{status_code: 206, body: part}} =
-             HttpClient.request(:get, bucket <> "/dir/blob.bin", "", [{"range", "bytes=10-19"}, @auth], timeout: 5_000)
+             HttpClient.request(
+               :get,
+               bucket <> "/dir/blob.bin",
+               "",
+               [{"range", "bytes=10-19"}, @auth],
+               timeout: 5_000
+             )
 
     assert part == binary_part(body, 10, 10)
 
-    assert {:ok, %{status_code: 204}} = HttpClient.request(:delete, bucket <> "/dir/blob.bin", "", [@auth], [])
-    assert {:ok, %{status_code: 404, body: xml}} = HttpClient.request(:get, bucket <> "/dir/blob.bin", "", [@auth], [])
+    assert {:ok, %{status_code: 204}} =
+             HttpClient.request(:delete, bucket <> "/dir/blob.bin", "", [@auth], [])
+
+    assert {:ok, %{status_code: 404, body: xml}} =
+             HttpClient.request(:get, bucket <> "/dir/blob.bin", "", [@auth], [])
+
     assert xml =~ "NoSuchKey"
   end
 

@@ -15,7 +15,14 @@ defmodule HFBridge.Parquet.ManifestTest do
     glob = ExportFixtures.make_dataset(root, 3, 120)
     # Small files so the export rolls over several of them.
     dest =
-      ExportFixtures.python_export(glob, Path.join(root, "export"), root, ["--max-file-bytes", "4KiB", "--row-group-rows", "50", "--batch-size", "40"])
+      ExportFixtures.python_export(glob, Path.join(root, "export"), root, [
+        "--max-file-bytes",
+        "4KiB",
+        "--row-group-rows",
+        "50",
+        "--batch-size",
+        "40"
+      ])
 
     %{root: root, glob: glob, dest: dest}
   end
@@ -58,12 +65,16 @@ defmodule HFBridge.Parquet.ManifestTest do
     for file <- m.files do
       assert file.uri == Path.join(dest, file.path)
       assert File.stat!(file.uri).size == file.bytes
-      assert file.sha256 == :sha256 |> :crypto.hash(File.read!(file.uri)) |> Base.encode16(case: :lower)
+
+      assert file.sha256 ==
+               :sha256 |> :crypto.hash(File.read!(file.uri)) |> Base.encode16(case: :lower)
+
       assert file.row_groups >= 1
     end
 
     # Rows per file as pyarrow counts them from the footers.
-    assert ExportFixtures.parquet_rows(Enum.map(m.files, & &1.uri)) == Enum.map(m.files, & &1.rows)
+    assert ExportFixtures.parquet_rows(Enum.map(m.files, & &1.uri)) ==
+             Enum.map(m.files, & &1.rows)
   end
 
   test "schema and HF features come through", %{dest: dest} do
@@ -79,7 +90,9 @@ defmodule HFBridge.Parquet.ManifestTest do
     assert <<0xFF, 0xFF, 0xFF, 0xFF, _::binary>> = m.arrow_schema
   end
 
-  test "files/2 lists absolute paths in manifest order, from a manifest or a location", %{dest: dest} do
+  test "files/2 lists absolute paths in manifest order, from a manifest or a location", %{
+    dest: dest
+  } do
     {:ok, m} = Parquet.read_manifest(dest)
     assert {:ok, paths} = Parquet.files(m)
     assert paths == Enum.map(m.files, &Path.join(dest, &1.path))
@@ -117,7 +130,10 @@ defmodule HFBridge.Parquet.ManifestTest do
 
     File.rm!(second.uri)
     File.rm!(third.uri)
-    assert {:error, %Error{code: :not_found, details: %{file: missing}}} = Parquet.verify(m, max_concurrency: 1)
+
+    assert {:error, %Error{code: :not_found, details: %{file: missing}}} =
+             Parquet.verify(m, max_concurrency: 1)
+
     assert missing == second.uri
   end
 
@@ -131,11 +147,14 @@ defmodule HFBridge.Parquet.ManifestTest do
     cases = [
       {fn m -> Map.put(m, "format", "something/v9") end, "unsupported manifest format"},
       {fn m -> Map.delete(m, "format") end, "not an hf_bridge export manifest"},
-      {fn m -> put_in(m, ["totals", "rows"], m["totals"]["rows"] + 1) end, "disagree with the files"},
-      {fn m -> update_in(m["files"], fn [f | r] -> [Map.put(f, "path", "../../etc/passwd") | r] end) end,
-       "files[0]: path \"../../etc/passwd\""},
-      {fn m -> update_in(m["files"], fn [f | r] -> [Map.put(f, "path", "/abs.parquet") | r] end) end,
-       "not a plain relative file name"},
+      {fn m -> put_in(m, ["totals", "rows"], m["totals"]["rows"] + 1) end,
+       "disagree with the files"},
+      {fn m ->
+         update_in(m["files"], fn [f | r] -> [Map.put(f, "path", "../../etc/passwd") | r] end)
+       end, "files[0]: path \"../../etc/passwd\""},
+      {fn m ->
+         update_in(m["files"], fn [f | r] -> [Map.put(f, "path", "/abs.parquet") | r] end)
+       end, "not a plain relative file name"},
       {fn m -> update_in(m["files"], fn [f | r] -> [Map.put(f, "sha256", "abc") | r] end) end,
        "sha256 must be 64 hexadecimal digits"},
       {fn m -> update_in(m["files"], fn [f | r] -> [Map.put(f, "rows", -1) | r] end) end,
@@ -148,7 +167,10 @@ defmodule HFBridge.Parquet.ManifestTest do
     for {change, expected} <- cases do
       copy = copy_export(ctx, "malformed")
       rewrite_manifest(copy, change)
-      assert {:error, %Error{code: :malformed, layer: :parquet, message: message}} = Parquet.read_manifest(copy)
+
+      assert {:error, %Error{code: :malformed, layer: :parquet, message: message}} =
+               Parquet.read_manifest(copy)
+
       assert message =~ expected
       File.rm_rf!(copy)
     end
@@ -167,7 +189,9 @@ defmodule HFBridge.Parquet.ManifestTest do
   end
 
   test "bad locations are rejected before any I/O" do
-    assert {:error, %Error{code: :invalid_argument}} = Parquet.read_manifest("http://example.com/x")
+    assert {:error, %Error{code: :invalid_argument}} =
+             Parquet.read_manifest("http://example.com/x")
+
     assert {:error, %Error{code: :invalid_argument}} = Parquet.read_manifest("s3:///no-bucket")
     assert {:error, %Error{code: :invalid_argument}} = Parquet.read_manifest("s3://b/a/../b")
     assert {:error, %Error{code: :invalid_option}} = Parquet.read_manifest("/x", bogus: 1)

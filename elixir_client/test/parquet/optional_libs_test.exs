@@ -12,7 +12,9 @@ defmodule HFBridge.Parquet.WithoutExplorerTest do
   alias HFBridge.{Error, Parquet}
 
   test "load/2 returns :unavailable naming the :explorer package" do
-    assert {:error, %Error{code: :unavailable, layer: :parquet, message: message}} = Parquet.load("/any/export")
+    assert {:error, %Error{code: :unavailable, layer: :parquet, message: message}} =
+             Parquet.load("/any/export")
+
     assert message =~ "HFBridge.Parquet.load/2 needs the :explorer package"
     refute HFBridge.Parquet.Explorer.available?()
   end
@@ -69,7 +71,10 @@ defmodule HFBridge.Parquet.ExplorerTest do
         ])
 
       empty =
-        HFBridge.ExportFixtures.python_export(glob, Path.join(root, "empty"), root, ["--take", "0"])
+        HFBridge.ExportFixtures.python_export(glob, Path.join(root, "empty"), root, [
+          "--take",
+          "0"
+        ])
 
       %{dest: dest, empty: empty}
     end

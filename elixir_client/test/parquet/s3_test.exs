@@ -68,17 +68,27 @@ defmodule HFBridge.Parquet.S3Test do
 
     # Replace one object with other bytes of the same size, then restore it.
     file = hd(m.files)
-    auth = {"authorization", "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00"}
+
+    auth =
+      {"authorization",
+       "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00"}
+
     url = "#{moto.endpoint}/exports/runs/one/#{file.path}"
-    {:ok, %{status_code: 200, body: original}} = HFBridge.ExAws.HttpClient.request(:get, url, "", [auth], [])
+
+    {:ok, %{status_code: 200, body: original}} =
+      HFBridge.ExAws.HttpClient.request(:get, url, "", [auth], [])
+
     changed = :crypto.strong_rand_bytes(byte_size(original))
     {:ok, %{status_code: 200}} = HFBridge.ExAws.HttpClient.request(:put, url, changed, [auth], [])
 
     try do
-      assert {:error, %Error{code: :data_loss, details: %{file: uri}}} = Parquet.verify(m, s3: s3, max_concurrency: 1)
+      assert {:error, %Error{code: :data_loss, details: %{file: uri}}} =
+               Parquet.verify(m, s3: s3, max_concurrency: 1)
+
       assert uri == file.uri
     after
-      {:ok, %{status_code: 200}} = HFBridge.ExAws.HttpClient.request(:put, url, original, [auth], [])
+      {:ok, %{status_code: 200}} =
+        HFBridge.ExAws.HttpClient.request(:put, url, original, [auth], [])
     end
 
     assert :ok = Parquet.verify(m, s3: s3)
@@ -91,13 +101,19 @@ defmodule HFBridge.Parquet.S3Test do
     assert local.rows == 160
     assert :ok = Parquet.verify(dir)
     assert {:ok, ^local} = Parquet.read_manifest(dir)
-    assert ExportFixtures.parquet_rows(Parquet.Manifest.file_uris(local)) == Enum.map(local.files, & &1.rows)
+
+    assert ExportFixtures.parquet_rows(Parquet.Manifest.file_uris(local)) ==
+             Enum.map(local.files, & &1.rows)
+
     # No temporary files are left behind.
-    assert Enum.sort(File.ls!(dir)) == Enum.sort(["_manifest.json" | Enum.map(local.files, & &1.path)])
+    assert Enum.sort(File.ls!(dir)) ==
+             Enum.sort(["_manifest.json" | Enum.map(local.files, & &1.path)])
   end
 
   test "missing objects and prefixes are :not_found", %{s3: s3} do
-    assert {:error, %Error{code: :not_found}} = Parquet.read_manifest("s3://exports/runs/none", s3: s3)
+    assert {:error, %Error{code: :not_found}} =
+             Parquet.read_manifest("s3://exports/runs/none", s3: s3)
+
     assert {:error, %Error{code: :not_found}} = S3.read("s3://exports/nothing.bin", s3)
     assert {:error, %Error{}} = S3.list("s3://no-such-bucket/x", s3)
   end

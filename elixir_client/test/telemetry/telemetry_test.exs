@@ -31,7 +31,8 @@ defmodule HFBridge.TelemetryTest do
       assert doc =~ String.trim_trailing("`" <> inspect(prefix), "]")
     end
 
-    for [_ | _] = name <- Telemetry.events(), List.last(name) not in [:start, :stop, :exception] do
+    for [_ | _] = name <- Telemetry.events(),
+        List.last(name) not in [:start, :stop, :exception] do
       assert doc =~ inspect(name), "#{inspect(name)} is not in the moduledoc"
     end
   end
@@ -131,7 +132,10 @@ defmodule HFBridge.TelemetryPresentTest do
 
   test "span/3 emits start and stop with the stop metadata" do
     attach("hf-span", [[:hf_bridge, :ack, :start], [:hf_bridge, :ack, :stop]])
-    assert Telemetry.span([:hf_bridge, :ack], %{seq: 3}, fn -> {:ok, %{seq: 3, acked: true}} end) == :ok
+
+    assert Telemetry.span([:hf_bridge, :ack], %{seq: 3}, fn -> {:ok, %{seq: 3, acked: true}} end) ==
+             :ok
+
     assert_received {:event, [:hf_bridge, :ack, :start], %{system_time: _}, %{seq: 3}}
     assert_received {:event, [:hf_bridge, :ack, :stop], %{duration: d}, %{acked: true}}
     assert is_integer(d) and d >= 0

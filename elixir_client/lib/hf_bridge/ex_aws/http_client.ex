@@ -60,7 +60,10 @@ defmodule HFBridge.ExAws.HttpClient do
         {:ok,
          %{
            status_code: status,
-           headers: Enum.map(response_headers, fn {name, value} -> {to_string(name), to_string(value)} end),
+           headers:
+             Enum.map(response_headers, fn {name, value} ->
+               {to_string(name), to_string(value)}
+             end),
            body: response_body
          }}
 
@@ -70,7 +73,8 @@ defmodule HFBridge.ExAws.HttpClient do
   end
 
   defp pop_header(headers, name) do
-    {matching, rest} = Enum.split_with(headers, fn {key, _} -> String.downcase(to_string(key)) == name end)
+    {matching, rest} =
+      Enum.split_with(headers, fn {key, _} -> String.downcase(to_string(key)) == name end)
 
     case matching do
       [] -> {nil, rest}

@@ -88,7 +88,12 @@ defmodule HFBridge.Parquet.Explorer do
   # An export with no rows has no files; its schema (an IPC stream with no
   # batches) still gives the columns.
   defp empty(%Manifest{arrow_schema: ""} = manifest, _opts) do
-    {:error, Error.new(:parquet, :malformed, "manifest #{manifest.uri} lists no files and holds no schema")}
+    {:error,
+     Error.new(
+       :parquet,
+       :malformed,
+       "manifest #{manifest.uri} lists no files and holds no schema"
+     )}
   end
 
   defp empty(manifest, opts) do
@@ -96,10 +101,12 @@ defmodule HFBridge.Parquet.Explorer do
       df = if opts[:columns], do: data_frame().select(df, opts[:columns]), else: df
       {:ok, if(opts[:lazy], do: data_frame().lazy(df), else: df)}
     else
-      {:error, reason} -> {:error, explorer_error("cannot build an empty frame from the schema", reason, nil)}
+      {:error, reason} ->
+        {:error, explorer_error("cannot build an empty frame from the schema", reason, nil)}
     end
   rescue
-    exception -> {:error, explorer_error("cannot build an empty frame from the schema", exception, nil)}
+    exception ->
+      {:error, explorer_error("cannot build an empty frame from the schema", exception, nil)}
   end
 
   defp explorer_error(what, reason, uri) do

@@ -51,7 +51,8 @@ defmodule HFBridge.Parquet.Location do
     end
   end
 
-  def parse(other), do: error("expected a local path or an s3:// URI, got: #{inspect(other, limit: 10)}")
+  def parse(other),
+    do: error("expected a local path or an s3:// URI, got: #{inspect(other, limit: 10)}")
 
   @doc """
   The manifest location for an export given by its directory/prefix or by the

@@ -170,9 +170,14 @@ defmodule HFBridge.Parquet.Manifest do
   defp check_format(%{"format" => @format}, _uri), do: :ok
 
   defp check_format(%{"format" => other}, uri),
-    do: malformed(uri, "unsupported manifest format #{inspect(other)}; this client reads #{@format}")
+    do:
+      malformed(
+        uri,
+        "unsupported manifest format #{inspect(other)}; this client reads #{@format}"
+      )
 
-  defp check_format(_map, uri), do: malformed(uri, "not an hf_bridge export manifest (no \"format\" field)")
+  defp check_format(_map, uri),
+    do: malformed(uri, "not an hf_bridge export manifest (no \"format\" field)")
 
   defp files(%{"files" => files}, base, uri) when is_list(files) do
     files
@@ -218,7 +223,9 @@ defmodule HFBridge.Parquet.Manifest do
   end
 
   defp file(other, _base),
-    do: {:error, "expected an object with path, rows, bytes and sha256, got #{inspect(other, limit: 5)}"}
+    do:
+      {:error,
+       "expected an object with path, rows, bytes and sha256, got #{inspect(other, limit: 5)}"}
 
   defp totals(map, files, uri) do
     sums = %{
@@ -243,7 +250,10 @@ defmodule HFBridge.Parquet.Manifest do
         end
 
       other ->
-        malformed(uri, "\"totals\" must be an object with rows, bytes and files, got #{inspect(other, limit: 5)}")
+        malformed(
+          uri,
+          "\"totals\" must be an object with rows, bytes and files, got #{inspect(other, limit: 5)}"
+        )
     end
   end
 
@@ -301,5 +311,7 @@ defmodule HFBridge.Parquet.Manifest do
   defp sha256?(_), do: false
 
   defp malformed(uri, message),
-    do: {:error, Error.new(:parquet, :malformed, "manifest #{uri}: #{message}", details: %{uri: uri})}
+    do:
+      {:error,
+       Error.new(:parquet, :malformed, "manifest #{uri}: #{message}", details: %{uri: uri})}
 end

@@ -62,7 +62,8 @@ defmodule HFBridge.Parquet.S3 do
   def read(uri, opts \\ []) do
     with :ok <- ensure_available(),
          {:ok, {:s3, bucket, key}} <- s3_location(uri),
-         {:ok, %{body: body}} <- request(%{http_method: :get, bucket: bucket, path: key}, opts, uri) do
+         {:ok, %{body: body}} <-
+           request(%{http_method: :get, bucket: bucket, path: key}, opts, uri) do
       {:ok, body}
     end
   end
@@ -72,7 +73,8 @@ defmodule HFBridge.Parquet.S3 do
   def size(uri, opts \\ []) do
     with :ok <- ensure_available(),
          {:ok, {:s3, bucket, key}} <- s3_location(uri),
-         {:ok, %{headers: headers}} <- request(%{http_method: :head, bucket: bucket, path: key}, opts, uri) do
+         {:ok, %{headers: headers}} <-
+           request(%{http_method: :head, bucket: bucket, path: key}, opts, uri) do
       case header(headers, "content-length") do
         nil -> {:error, Error.new(:parquet, :malformed, "HEAD #{uri} returned no content-length")}
         value -> {:ok, String.to_integer(String.trim(value))}
@@ -123,7 +125,8 @@ defmodule HFBridge.Parquet.S3 do
   `source` is the export's `s3://` prefix or manifest URI, or a manifest
   read from S3.
   """
-  @spec download(String.t() | Manifest.t(), Path.t(), keyword()) :: {:ok, Manifest.t()} | {:error, Error.t()}
+  @spec download(String.t() | Manifest.t(), Path.t(), keyword()) ::
+          {:ok, Manifest.t()} | {:error, Error.t()}
   def download(source, dir, opts \\ []) do
     with :ok <- ensure_available(),
          {:ok, manifest} <- remote_manifest(source, opts),
@@ -139,10 +142,12 @@ defmodule HFBridge.Parquet.S3 do
 
   @doc false
   # Size and SHA-256 of an object, streamed in ranges (used by HFBridge.Parquet.verify/2).
-  @spec digest(String.t(), keyword()) :: {:ok, {non_neg_integer(), String.t()}} | {:error, Error.t()}
+  @spec digest(String.t(), keyword()) ::
+          {:ok, {non_neg_integer(), String.t()}} | {:error, Error.t()}
   def digest(uri, opts) do
     with :ok <- ensure_available(),
-         {:ok, {size, hash}} <- fold_ranges(uri, opts, :crypto.hash_init(:sha256), &:crypto.hash_update(&2, &1)) do
+         {:ok, {size, hash}} <-
+           fold_ranges(uri, opts, :crypto.hash_init(:sha256), &:crypto.hash_update(&2, &1)) do
       {:ok, {size, Base.encode16(:crypto.hash_final(hash), case: :lower)}}
     end
   end
@@ -165,9 +170,15 @@ defmodule HFBridge.Parquet.S3 do
 
   defp s3_location(uri) do
     case Location.parse(uri) do
-      {:ok, {:s3, _, _} = location} -> {:ok, location}
-      {:ok, _} -> {:error, Error.new(:parquet, :invalid_argument, "expected an s3:// URI, got: #{inspect(uri)}")}
-      error -> error
+      {:ok, {:s3, _, _} = location} ->
+        {:ok, location}
+
+      {:ok, _} ->
+        {:error,
+         Error.new(:parquet, :invalid_argument, "expected an s3:// URI, got: #{inspect(uri)}")}
+
+      error ->
+        error
     end
   end
 
@@ -197,7 +208,11 @@ defmodule HFBridge.Parquet.S3 do
           {:ok, got} ->
             {:error,
              Error.new(:parquet, :data_loss, "downloaded #{file.uri} does not match the manifest",
-               details: %{file: file.uri, expected: Map.take(file, [:bytes, :sha256]), actual: got}
+               details: %{
+                 file: file.uri,
+                 expected: Map.take(file, [:bytes, :sha256]),
+                 actual: got
+               }
              )}
 
           error ->
@@ -208,9 +223,14 @@ defmodule HFBridge.Parquet.S3 do
       timeout: :infinity
     )
     |> Enum.find_value(:ok, fn
-      {:ok, :ok} -> nil
-      {:ok, error} -> error
-      {:exit, reason} -> {:error, Error.new(:parquet, :internal, "download crashed: #{inspect(reason)}")}
+      {:ok, :ok} ->
+        nil
+
+      {:ok, error} ->
+        error
+
+      {:exit, reason} ->
+        {:error, Error.new(:parquet, :internal, "download crashed: #{inspect(reason)}")}
     end)
   end
 
@@ -222,7 +242,13 @@ defmodule HFBridge.Parquet.S3 do
       |> Stream.take_while(&(&1 < size))
       |> Enum.reduce_while({:ok, {0, acc}}, fn offset, {:ok, {done, acc}} ->
         last = min(offset + @chunk, size) - 1
-        op = %{http_method: :get, bucket: bucket, path: key, headers: %{"range" => "bytes=#{offset}-#{last}"}}
+
+        op = %{
+          http_method: :get,
+          bucket: bucket,
+          path: key,
+          headers: %{"range" => "bytes=#{offset}-#{last}"}
+        }
 
         case request(op, opts, uri) do
           {:ok, %{body: body}} when byte_size(body) == last - offset + 1 ->
@@ -231,7 +257,10 @@ defmodule HFBridge.Parquet.S3 do
           {:ok, %{body: body}} ->
             {:halt,
              {:error,
-              Error.new(:parquet, :data_loss, "#{uri}: range #{offset}-#{last} returned #{byte_size(body)} bytes",
+              Error.new(
+                :parquet,
+                :data_loss,
+                "#{uri}: range #{offset}-#{last} returned #{byte_size(body)} bytes",
                 details: %{uri: uri}
               )}}
 
@@ -247,7 +276,8 @@ defmodule HFBridge.Parquet.S3 do
     params = if token, do: Map.put(params, "continuation-token", token), else: params
     uri = Location.to_string({:s3, bucket, prefix})
 
-    with {:ok, %{body: body}} <- request(%{http_method: :get, bucket: bucket, path: "/", params: params}, opts, uri) do
+    with {:ok, %{body: body}} <-
+           request(%{http_method: :get, bucket: bucket, path: "/", params: params}, opts, uri) do
       objects =
         for contents <- xml_elements(body, "Contents") do
           key = xml_text(contents, "Key")
@@ -264,8 +294,11 @@ defmodule HFBridge.Parquet.S3 do
       acc = acc ++ objects
 
       case {xml_text(body, "IsTruncated"), xml_text(body, "NextContinuationToken")} do
-        {"true", next} when is_binary(next) and next != "" -> list_pages(bucket, prefix, next, acc, opts)
-        _ -> {:ok, Enum.sort_by(acc, & &1.key)}
+        {"true", next} when is_binary(next) and next != "" ->
+          list_pages(bucket, prefix, next, acc, opts)
+
+        _ ->
+          {:ok, Enum.sort_by(acc, & &1.key)}
       end
     end
   end
@@ -314,21 +347,32 @@ defmodule HFBridge.Parquet.S3 do
 
       {:error, {:http_error, status, body}} ->
         {:error,
-         Error.new(:parquet, :s3_error, "S3 request for #{uri} failed with HTTP #{status}: #{inspect(body, limit: 20)}",
+         Error.new(
+           :parquet,
+           :s3_error,
+           "S3 request for #{uri} failed with HTTP #{status}: #{inspect(body, limit: 20)}",
            retryable: status >= 500,
            details: %{uri: uri, status: status}
          )}
 
       {:error, reason} ->
         {:error,
-         Error.new(:parquet, :unavailable, "S3 request for #{uri} failed: #{inspect(reason, limit: 20)}",
+         Error.new(
+           :parquet,
+           :unavailable,
+           "S3 request for #{uri} failed: #{inspect(reason, limit: 20)}",
            retryable: true,
            details: %{uri: uri}
          )}
     end
   rescue
     exception ->
-      {:error, Error.new(:parquet, :s3_error, "S3 request for #{uri} failed: #{Exception.message(exception)}")}
+      {:error,
+       Error.new(
+         :parquet,
+         :s3_error,
+         "S3 request for #{uri} failed: #{Exception.message(exception)}"
+       )}
   end
 
   @doc false
@@ -370,20 +414,30 @@ defmodule HFBridge.Parquet.S3 do
   defp ex_aws, do: ExAws
 
   defp header(headers, name) do
-    Enum.find_value(headers, fn {key, value} -> if String.downcase(to_string(key)) == name, do: to_string(value) end)
+    Enum.find_value(headers, fn {key, value} ->
+      if String.downcase(to_string(key)) == name, do: to_string(value)
+    end)
   end
 
   defp mkdir(dir) do
     case File.mkdir_p(dir) do
-      :ok -> :ok
-      {:error, reason} -> {:error, Error.new(:parquet, :io_error, "cannot create #{dir}: #{:file.format_error(reason)}")}
+      :ok ->
+        :ok
+
+      {:error, reason} ->
+        {:error,
+         Error.new(:parquet, :io_error, "cannot create #{dir}: #{:file.format_error(reason)}")}
     end
   end
 
   defp open(path) do
     case File.open(path, [:write, :binary, :raw]) do
-      {:ok, io} -> {:ok, io}
-      {:error, reason} -> {:error, Error.new(:parquet, :io_error, "cannot write #{path}: #{:file.format_error(reason)}")}
+      {:ok, io} ->
+        {:ok, io}
+
+      {:error, reason} ->
+        {:error,
+         Error.new(:parquet, :io_error, "cannot write #{path}: #{:file.format_error(reason)}")}
     end
   end
 
@@ -393,14 +447,20 @@ defmodule HFBridge.Parquet.S3 do
     with :ok <- File.write(tmp, data), :ok <- File.rename(tmp, path) do
       :ok
     else
-      {:error, reason} -> {:error, Error.new(:parquet, :io_error, "cannot write #{path}: #{:file.format_error(reason)}")}
+      {:error, reason} ->
+        {:error,
+         Error.new(:parquet, :io_error, "cannot write #{path}: #{:file.format_error(reason)}")}
     end
   end
 
   defp rename(from, to) do
     case File.rename(from, to) do
-      :ok -> :ok
-      {:error, reason} -> {:error, Error.new(:parquet, :io_error, "cannot rename #{from}: #{:file.format_error(reason)}")}
+      :ok ->
+        :ok
+
+      {:error, reason} ->
+        {:error,
+         Error.new(:parquet, :io_error, "cannot rename #{from}: #{:file.format_error(reason)}")}
     end
   end
 end

@@ -107,9 +107,16 @@ defmodule Mix.Tasks.Hf.Export do
     {opts, args, invalid} = OptionParser.parse(argv, strict: switches)
 
     case invalid do
-      [] -> :ok
-      [{flag, nil} | _] -> Mix.raise("mix #{@task}: unknown option #{flag}. Run `mix help #{@task}` for usage.")
-      [{flag, value} | _] -> Mix.raise("mix #{@task}: invalid value #{inspect(value)} for #{flag}. Run `mix help #{@task}`.")
+      [] ->
+        :ok
+
+      [{flag, nil} | _] ->
+        Mix.raise("mix #{@task}: unknown option #{flag}. Run `mix help #{@task}` for usage.")
+
+      [{flag, value} | _] ->
+        Mix.raise(
+          "mix #{@task}: invalid value #{inspect(value)} for #{flag}. Run `mix help #{@task}`."
+        )
     end
 
     case args do
@@ -117,18 +124,24 @@ defmodule Mix.Tasks.Hf.Export do
         {OptionParser.to_argv(opts, switches: switches) ++ ["--", spec], dest}
 
       [_spec] ->
-        Mix.raise("mix #{@task}: missing DEST (a directory or s3://bucket/prefix). Usage: mix hf.export SPEC DEST [options]")
+        Mix.raise(
+          "mix #{@task}: missing DEST (a directory or s3://bucket/prefix). Usage: mix hf.export SPEC DEST [options]"
+        )
 
       [] ->
         Mix.raise("mix #{@task}: missing SPEC and DEST. Usage: mix hf.export SPEC DEST [options]")
 
       [_, _ | extra] ->
-        Mix.raise("mix #{@task}: unexpected arguments #{Enum.join(extra, " ")}. Usage: mix hf.export SPEC DEST [options]")
+        Mix.raise(
+          "mix #{@task}: unexpected arguments #{Enum.join(extra, " ")}. Usage: mix hf.export SPEC DEST [options]"
+        )
     end
   end
 
   defp export_opts!(opts) do
-    for name <- [:row_group_rows, :batch_size, :timeout], (value = opts[name]) != nil, value <= 0 do
+    for name <- [:row_group_rows, :batch_size, :timeout],
+        (value = opts[name]) != nil,
+        value <= 0 do
       Mix.raise("mix #{@task}: --#{flag(name)} must be a positive integer, got #{value}")
     end
 
@@ -185,7 +198,9 @@ defmodule Mix.Tasks.Hf.Export do
     if is_integer(value) and value > 0 do
       value
     else
-      Mix.raise("mix #{@task}: --max-file-bytes: not a byte count: #{inspect(text)} (e.g. 268435456, 256MiB, 1G)")
+      Mix.raise(
+        "mix #{@task}: --max-file-bytes: not a byte count: #{inspect(text)} (e.g. 268435456, 256MiB, 1G)"
+      )
     end
   end
 
@@ -233,6 +248,7 @@ defmodule Mix.Tasks.Hf.Export do
       case p.total_rows do
         total when is_integer(total) and total > 0 ->
           percent = min(100.0, 100 * p.rows / total)
+
           "#{delimit(p.rows)} / #{delimit(total)} rows  #{:erlang.float_to_binary(percent, decimals: 1)}%"
 
         _ ->
@@ -258,7 +274,15 @@ defmodule Mix.Tasks.Hf.Export do
 
     spawn_link(fn ->
       Process.flag(:trap_exit, false)
-      printer_loop(%{quiet: quiet, tty?: tty?, last: nil, drawn?: false, latest: nil, parent: parent})
+
+      printer_loop(%{
+        quiet: quiet,
+        tty?: tty?,
+        last: nil,
+        drawn?: false,
+        latest: nil,
+        parent: parent
+      })
     end)
   end
 
@@ -292,7 +316,11 @@ defmodule Mix.Tasks.Hf.Export do
 
     if state.last == nil or now - state.last >= interval do
       line = progress_line(state.latest)
-      if state.tty?, do: IO.write(:stderr, "\r\e[2K" <> line), else: IO.write(:stderr, line <> "\n")
+
+      if state.tty?,
+        do: IO.write(:stderr, "\r\e[2K" <> line),
+        else: IO.write(:stderr, line <> "\n")
+
       %{state | last: now, drawn?: true}
     else
       state
