@@ -262,10 +262,16 @@ def fig_json(run: Run) -> list[Row]:
                       "--batch-size", str(BATCH_ROWS)], "D", run.logs / "json-server.log") as srv:
         from bench.peer import JSON_PATH
 
+        c0 = cpu_seconds(srv.pid)
         d = run.best(lambda: run.elixir.run("json_read.exs", ["--port", str(srv.port), "--path", JSON_PATH],
                                             run.opts.stream_timeout))
+        d["cpu"] = {"server": round((cpu_seconds(srv.pid) - c0) / max(1, run.opts.repeat), 2),
+                    "beam": round(d.get("cpu_seconds", 0.0), 2), "wall": round(d["seconds"], 2)}
     row.baseline = d["rows"] / d["seconds"]
-    row.details = {"d": d, "note": f"D decodes with {d.get('decoder')}; D reads the first {n} rows of the "
+    row.details = {"d": d, "ours_cpu": ours.get("cpu"),
+                   "ours_cpu_s_per_100k_rows": round(_cpu_total(ours) / ours["rows"] * 1e5, 2),
+                   "baseline_cpu_s_per_100k_rows": round(_cpu_total(d) / d["rows"] * 1e5, 2),
+                   "note": f"D decodes with {d.get('decoder')}; D reads the first {n} rows of the "
                                    "same data (datasets arrow batches -> to_pylist -> json.dumps per batch)"}
     return [row.judge_ratio(5.0)]
 

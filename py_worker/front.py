@@ -11,7 +11,6 @@ sqlite or a later Ack supersedes it.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import secrets
 import time

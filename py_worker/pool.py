@@ -18,7 +18,7 @@ import time
 from typing import Any, Callable
 
 from py_worker.config import ServerConfig
-from py_worker.errors import BridgeError, Unavailable, error_for
+from py_worker.errors import Unavailable, error_for
 
 
 def log(text: str) -> None:

@@ -28,13 +28,12 @@ import pickle
 import signal
 import sys
 import threading
-import time
 import traceback
 from collections import deque
 from typing import Any
 
 from py_worker.config import ServerConfig
-from py_worker.errors import BridgeError, from_exception
+from py_worker.errors import from_exception
 
 
 def _log(name: str, text: str) -> None:

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import pyarrow as pa
 import pytest
 
-from conftest import ServerProcess, read_all
+from conftest import ServerProcess
 from py_worker.client import BridgeClient
 from py_worker.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from py_worker.spec import DatasetSpec

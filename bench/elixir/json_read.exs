@@ -17,6 +17,7 @@ conn =
   end
 
 t0 = Helper.now()
+{cpu0, _} = :erlang.statistics(:runtime)
 
 {:ok, stream} = HFBridge.GRPC.server_stream(conn, opts[:path], <<>>, timeout: 3_600_000)
 
@@ -39,5 +40,14 @@ end
 
 {rows, bytes, msgs} = loop.(loop, 0, 0, 0)
 seconds = Helper.now() - t0
-Helper.emit(%{rows: rows, bytes: bytes, messages: msgs, seconds: seconds, decoder: "HFBridge.JSON.decode/1"})
+{cpu1, _} = :erlang.statistics(:runtime)
+
+Helper.emit(%{
+  rows: rows,
+  bytes: bytes,
+  messages: msgs,
+  seconds: seconds,
+  cpu_seconds: (cpu1 - cpu0) / 1000,
+  decoder: "HFBridge.JSON.decode/1"
+})
 HFBridge.GRPC.disconnect(conn)
