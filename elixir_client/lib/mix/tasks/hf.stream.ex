@@ -22,6 +22,8 @@ defmodule Mix.Tasks.Hf.Stream do
       -n, --take N           read at most N rows
       --batch-size N         rows per batch (default: the server's)
       --max-width N          table: widest column, longer values are cut (default: 40)
+    --show N               print only the first N rows; the rest are still read
+                           and decoded (a throughput run)
       --quiet                no progress line and no summary
 
   Rows go to stdout. On stderr: a progress line on long runs (rows, rows/s),
@@ -38,7 +40,13 @@ defmodule Mix.Tasks.Hf.Stream do
   alias HFBridge.CLI.{Format, Progress}
 
   @task "hf.stream"
-  @switches [format: :string, batch_size: :integer, max_width: :integer, quiet: :boolean]
+  @switches [
+    format: :string,
+    batch_size: :integer,
+    max_width: :integer,
+    quiet: :boolean,
+    show: :integer
+  ]
   @aliases [n: :take, f: :format]
 
   @impl Mix.Task
@@ -48,11 +56,12 @@ defmodule Mix.Tasks.Hf.Stream do
     format = format!(opts[:format] || "table")
     max_width = positive!(opts, :max_width, 40)
     batch_size = opts[:batch_size] && positive!(opts, :batch_size, nil)
+    show = if Keyword.has_key?(opts, :show), do: non_negative!(opts, :show)
     dataset_opts = parsed.dataset_opts ++ if(batch_size, do: [batch_size: batch_size], else: [])
 
     CLI.with_client(@task, parsed.client_opts, fn client ->
       progress = Progress.new(enabled?: !opts[:quiet])
-      printer = %{format: format, max_width: max_width, columns: nil, widths: nil}
+      printer = %{format: format, max_width: max_width, columns: nil, widths: nil, show: show}
 
       # Rates count from the moment the session is open (not from server start-up).
       me = self()
@@ -77,6 +86,11 @@ defmodule Mix.Tasks.Hf.Stream do
         end
 
       progress = Progress.finish(progress)
+      hidden = progress.rows - (show || progress.rows)
+
+      if hidden > 0 and format == "table" do
+        IO.puts("… #{hidden} more rows read and decoded, not shown")
+      end
 
       unless opts[:quiet] do
         CLI.status(Format.summary(progress.rows, progress.bytes, Progress.elapsed(progress)))
@@ -84,18 +98,25 @@ defmodule Mix.Tasks.Hf.Stream do
     end)
   end
 
+  # Past --show: decode the batch to columns (the work a consumer does) but print nothing.
+  defp print_batch(batch, %{show: 0} = printer) do
+    _ = Batch.table!(batch)
+    printer
+  end
+
   defp print_batch(batch, %{format: "jsonl"} = printer) do
     batch
     |> Batch.rows!()
+    |> limit(printer.show)
     |> Enum.map(&[Format.json_line(&1), "\n"])
     |> IO.write()
 
-    printer
+    shown(printer, batch.num_rows)
   end
 
   defp print_batch(batch, %{format: "table"} = printer) do
     table = Batch.table!(batch)
-    rows = HFBridge.Arrow.to_rows(table)
+    rows = table |> HFBridge.Arrow.to_rows() |> limit(printer.show)
 
     printer =
       if printer.columns do
@@ -108,7 +129,20 @@ defmodule Mix.Tasks.Hf.Stream do
       end
 
     IO.write(Enum.map(rows, &Format.row(&1, printer.columns, printer.widths)))
-    printer
+    shown(printer, batch.num_rows)
+  end
+
+  defp limit(rows, nil), do: rows
+  defp limit(rows, show), do: Enum.take(rows, show)
+
+  defp shown(%{show: nil} = printer, _rows), do: printer
+  defp shown(%{show: show} = printer, rows), do: %{printer | show: max(show - rows, 0)}
+
+  defp non_negative!(opts, name) do
+    case Keyword.fetch!(opts, name) do
+      value when is_integer(value) and value >= 0 -> value
+      value -> Mix.raise("mix #{@task}: --#{name} must be 0 or more, got #{value}")
+    end
   end
 
   defp format!(format) when format in ["table", "jsonl"], do: format

@@ -116,7 +116,7 @@ defmodule HFBridge.CLI do
     dataset =
       case args do
         [spec] ->
-          spec
+          local_path(spec)
 
         [] ->
           Mix.raise(
@@ -136,6 +136,12 @@ defmodule HFBridge.CLI do
       client_opts: client_opts(connection_flags),
       task_opts: task_opts
     }
+  end
+
+  # A SPEC naming a folder or file on this machine is sent as an absolute
+  # path, so the server resolves it the same way whatever its working directory.
+  defp local_path(spec) do
+    if File.exists?(spec), do: Path.expand(spec), else: spec
   end
 
   @doc "Turns dataset flags into `HFBridge.Spec` options; raises `Mix.Error` on bad values."
