@@ -16,7 +16,9 @@ defmodule HFBridge.Parquet.LocationTest do
     assert {:ok, {:local, path}} = Location.parse("relative/dir")
     assert path == Path.expand("relative/dir")
     assert Location.manifest({:local, "/data/run"}) == {:local, "/data/run/_manifest.json"}
-    assert Location.manifest({:local, "/data/run/_manifest.json"}) == {:local, "/data/run/_manifest.json"}
+
+    assert Location.manifest({:local, "/data/run/_manifest.json"}) ==
+             {:local, "/data/run/_manifest.json"}
   end
 
   test "dirname, join and to_string" do
