@@ -57,7 +57,9 @@ install: python elixir node
 run: install
 	$(PY) -m py_worker.demo
 
-test: install test-python test-elixir
+# Both suites run even when the first fails; the exit status reports either.
+test: install
+	@$(MAKE) --no-print-directory -k test-python test-elixir
 
 test-python: python
 	$(PY) -m pytest -q tests

@@ -98,8 +98,7 @@ def small_dir(tmp_path_factory) -> Path:
     return make_parquet_dataset(tmp_path_factory.mktemp("small"), n_files=2, rows_per_file=800)
 
 
-def test_cancel_stops_the_job_and_resume_finishes_it(tmp_path, small_dir):
-    data_dir = small_dir
+def test_cancel_stops_the_job_and_resume_finishes_it(tmp_path, data_dir):
     config = _config(tmp_path, data_dir)
     dest = tmp_path / "cancelled"
     request = _request(data_dir, dest, max_file_bytes=4_000, row_group_rows=100, batch_size=2)
@@ -111,7 +110,7 @@ def test_cancel_stops_the_job_and_resume_finishes_it(tmp_path, small_dir):
 
     async def cancel_after_progress() -> list[int]:
         task = asyncio.ensure_future(consume())
-        while not any(ev.WhichOneof("event") == "progress" and ev.progress.files >= 1 for ev in seen):
+        while not any(ev.WhichOneof("event") == "progress" and ev.progress.rows > 0 for ev in seen):
             assert not task.done(), "the export finished before it could be cancelled"
             await asyncio.sleep(0.01)
         running = _job_children()
@@ -128,13 +127,13 @@ def test_cancel_stops_the_job_and_resume_finishes_it(tmp_path, small_dir):
 
     events = asyncio.run(_collect(_request(data_dir, dest, max_file_bytes=4_000, row_group_rows=100, batch_size=2, resume=True), config))
     result = events[-1].result
-    assert result.rows == 1600
+    assert result.rows == 6000
     ids = []
     import pyarrow.parquet as pq
 
     for f in json.loads(result.manifest_json)["files"]:
         ids.extend(pq.read_table(dest / f["path"], columns=["id"]).column("id").to_pylist())
-    assert ids == list(range(1600))
+    assert ids == list(range(6000))
 
 
 def test_progress_formatting_and_throttle():

@@ -50,7 +50,12 @@ defmodule HFBridgeBench.Helper do
   defp value(v) when is_list(v), do: "[" <> Enum.map_join(v, ",", &value/1) <> "]"
 
   defp value(v) when is_binary(v),
-    do: "\"" <> (v |> String.replace("\\", "\\\\") |> String.replace("\"", "\\\"") |> String.replace("\n", " ")) <> "\""
+    do:
+      "\"" <>
+        (v
+         |> String.replace("\\", "\\\\")
+         |> String.replace("\"", "\\\"")
+         |> String.replace("\n", " ")) <> "\""
 
   defp value(v), do: value(inspect(v))
 
@@ -59,6 +64,9 @@ defmodule HFBridgeBench.Helper do
   def median(xs) do
     s = Enum.sort(xs)
     n = length(s)
-    if rem(n, 2) == 1, do: Enum.at(s, div(n, 2)) * 1.0, else: (Enum.at(s, div(n, 2) - 1) + Enum.at(s, div(n, 2))) / 2
+
+    if rem(n, 2) == 1,
+      do: Enum.at(s, div(n, 2)) * 1.0,
+      else: (Enum.at(s, div(n, 2) - 1) + Enum.at(s, div(n, 2))) / 2
   end
 end

@@ -25,9 +25,14 @@ loop = fn loop, rows, bytes, msgs ->
   case HFBridge.GRPC.recv(stream, 120_000) do
     {:ok, message} ->
       case HFBridge.JSON.decode(message) do
-        {:ok, list} when is_list(list) -> loop.(loop, rows + length(list), bytes + byte_size(message), msgs + 1)
-        {:ok, _} -> Helper.fail!("a message is not a JSON array")
-        {:error, e} -> Helper.fail!("JSON: " <> Exception.message(e))
+        {:ok, list} when is_list(list) ->
+          loop.(loop, rows + length(list), bytes + byte_size(message), msgs + 1)
+
+        {:ok, _} ->
+          Helper.fail!("a message is not a JSON array")
+
+        {:error, e} ->
+          Helper.fail!("JSON: " <> Exception.message(e))
       end
 
     :done ->
@@ -50,4 +55,5 @@ Helper.emit(%{
   cpu_seconds: (cpu1 - cpu0) / 1000,
   decoder: "HFBridge.JSON.decode/1"
 })
+
 HFBridge.GRPC.disconnect(conn)

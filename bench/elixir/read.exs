@@ -34,9 +34,16 @@ max_bytes = opts[:max_bytes] || 0
 client = Helper.connect!(address)
 
 base =
-  [client: client, data_files: files, batch_size: opts[:batch_size] || 1024, ack: Keyword.get(opts, :ack, true)]
+  [
+    client: client,
+    data_files: files,
+    batch_size: opts[:batch_size] || 1024,
+    ack: Keyword.get(opts, :ack, true)
+  ]
   |> then(fn o -> if opts[:take], do: Keyword.put(o, :take, opts[:take]), else: o end)
-  |> then(fn o -> if opts[:read_ahead], do: Keyword.put(o, :read_ahead, opts[:read_ahead]), else: o end)
+  |> then(fn o ->
+    if opts[:read_ahead], do: Keyword.put(o, :read_ahead, opts[:read_ahead]), else: o
+  end)
 
 dataset = opts[:dataset] || "parquet"
 

@@ -5,7 +5,15 @@
 Code.require_file("bench_helper.exs", __DIR__)
 alias HFBridgeBench.Helper
 
-opts = Helper.args(address: :string, dataset: :string, files: :keep, batch_size: :integer, reps: :integer)
+opts =
+  Helper.args(
+    address: :string,
+    dataset: :string,
+    files: :keep,
+    batch_size: :integer,
+    reps: :integer
+  )
+
 client = Helper.connect!(opts[:address] || Helper.fail!("--address is required"))
 spec = [data_files: Keyword.get_values(opts, :files), batch_size: opts[:batch_size] || 1024]
 

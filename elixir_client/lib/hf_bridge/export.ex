@@ -272,7 +272,8 @@ defmodule HFBridge.Export do
            error
            | message:
                error.message <>
-                 " (no export event for #{opts[:timeout]} ms; raise :timeout to wait longer)"
+                 " (no export event for #{opts[:timeout]} ms, so the export was stopped; " <>
+                 "raise :timeout to wait longer, and pass resume: true to continue it)"
          }}
 
       {:error, %Error{}} = error ->

@@ -100,6 +100,25 @@ defmodule HFBridge.ExportTest do
     assert Enum.map(second.files, & &1.sha256) == Enum.map(first.files, & &1.sha256)
   end
 
+  test "a stream with no event in time is cancelled; the client stays usable", ctx do
+    dest = Path.join(ctx.export_dir, "stalled")
+    opts = [data_files: ctx.glob, take: 100]
+
+    # The server needs far longer than 1 ms to start an export job.
+    assert {:error, %Error{code: :timeout, message: message}} =
+             Export.run(ctx.client, "parquet", dest, [timeout: 1] ++ opts)
+
+    assert message =~ "resume: true"
+    refute File.exists?(Path.join(dest, "_manifest.json"))
+
+    # (Resuming into `dest` right away could race the cancelled job while it
+    # stops, so the follow-up export goes elsewhere.)
+    assert {:ok, m} =
+             Export.run(ctx.client, "parquet", Path.join(ctx.export_dir, "after_stall"), opts)
+
+    assert m.rows == 100
+  end
+
   test "connect options instead of a client: the connection is opened and closed", ctx do
     dest = Path.join(ctx.export_dir, "own_conn")
 
