@@ -115,6 +115,18 @@ defmodule HFBridge do
   def open(%Client{} = client, dataset, opts \\ []), do: Session.open(client, dataset, opts)
 
   @doc """
+  Exports `dataset` to Parquet at `destination` (a directory under the
+  server's export roots, or `s3://bucket/prefix`) and returns the published
+  manifest. `client_or_opts` is a client or `connect/1` options. Progress goes
+  to a pid or a callback (`progress:`); see `HFBridge.Export` for the options.
+  """
+  @spec export(Client.t() | keyword(), String.t(), String.t(), keyword()) ::
+          {:ok, HFBridge.Parquet.Manifest.t()} | {:error, Error.t()}
+  defdelegate export(client_or_opts, dataset, destination, opts \\ []),
+    to: HFBridge.Export,
+    as: :run
+
+  @doc """
   A lazy `Stream` of `HFBridge.Batch` structs of `dataset`.
 
   Takes dataset, connection, session and stream options (see the module
