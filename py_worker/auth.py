@@ -1,13 +1,17 @@
 """Optional bearer-token check for every RPC except the health service.
 
 Clients send `authorization: Bearer <token>` metadata (RFC 6750 section 2.1);
-a missing or wrong token gives UNAUTHENTICATED.
+a missing or wrong token gives UNAUTHENTICATED. Tokens are compared in
+constant time: both sides are hashed to fixed-length SHA-256 digests and the
+digests compared with `hmac.compare_digest`, so neither the token's content
+nor its length shows in the timing.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
-import secrets
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
@@ -27,11 +31,21 @@ def load_token(token_file: str | None) -> str | None:
     return env or None
 
 
+def _digest(value: bytes) -> bytes:
+    return hashlib.sha256(value).digest()
+
+
+def token_matches(got: bytes | str, token: str) -> bool:
+    """Whether `got` equals `Bearer <token>`, compared in constant time."""
+    raw = got.encode() if isinstance(got, str) else got
+    return hmac.compare_digest(_digest(raw), _digest(f"Bearer {token}".encode()))
+
+
 class BearerAuth(grpc.aio.ServerInterceptor):
     """Reject calls whose `authorization` metadata is not `Bearer <token>`."""
 
     def __init__(self, token: str) -> None:
-        self._expected = f"Bearer {token}".encode()
+        self._expected = _digest(f"Bearer {token}".encode())
 
         async def deny(request: Any, context: grpc.aio.ServicerContext) -> None:
             await context.abort(
@@ -50,6 +64,6 @@ class BearerAuth(grpc.aio.ServerInterceptor):
         for key, value in details.invocation_metadata or ():
             if key == "authorization":
                 got = value.encode() if isinstance(value, str) else value
-                if secrets.compare_digest(got, self._expected):
+                if hmac.compare_digest(_digest(got), self._expected):
                     return await continuation(details)
         return self._deny

@@ -147,7 +147,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from py_worker.config import ServerConfig, default_state_dir
-    from py_worker.server import run
+    from py_worker.server import ServeOptions, run
 
     try:
         limits = limits_from_args(args)
@@ -165,11 +165,25 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     if bool(args.tls_cert) != bool(args.tls_key):
         raise InvalidArgument("--tls-cert and --tls-key go together")
+    if args.tls_client_ca and not args.tls_cert:
+        raise InvalidArgument("--tls-client-ca needs --tls-cert and --tls-key")
+    for flag, value in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key),
+                        ("--tls-client-ca", args.tls_client_ca)):
+        if value and not Path(value).is_file():
+            raise InvalidArgument(f"{flag} {value}: no such file")
+    if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
+        raise InvalidArgument("--metrics-port must be between 0 and 65535")
+    if args.drain_seconds < 0:
+        raise InvalidArgument("--drain-seconds must not be negative")
     try:
         token = load_token(args.auth_token_file)
     except (OSError, ValueError) as exc:
         raise InvalidArgument(f"cannot read the auth token: {exc}") from exc
-    return run(config, args.host, args.port, args.workers, token, args.tls_cert, args.tls_key)
+    return run(config, ServeOptions(
+        host=args.host, port=args.port, workers=args.workers, auth_token=token, tls_cert=args.tls_cert,
+        tls_key=args.tls_key, tls_client_ca=args.tls_client_ca, metrics_port=args.metrics_port,
+        drain_seconds=args.drain_seconds,
+    ))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -192,6 +206,13 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default: $HF_BRIDGE_AUTH_TOKEN when set, else no token)")
     serve.add_argument("--tls-cert", metavar="PEM", default=None, help="serve TLS with this certificate chain")
     serve.add_argument("--tls-key", metavar="PEM", default=None, help="private key for --tls-cert")
+    serve.add_argument("--tls-client-ca", metavar="PEM", default=None,
+                       help="require client certificates signed by this CA (mutual TLS; needs --tls-cert)")
+    serve.add_argument("--metrics-port", type=int, default=None, metavar="P",
+                       help="serve Prometheus text metrics at http://127.0.0.1:P/metrics (0 picks a free port, "
+                            "printed as 'HF_BRIDGE_METRICS host:port'; default: off)")
+    serve.add_argument("--drain-seconds", type=float, default=5.0, metavar="S",
+                       help="on SIGTERM, let in-flight calls finish for up to S seconds (default: 5)")
     add_limit_arguments(serve)
     serve.set_defaults(func=_cmd_serve)
 
@@ -228,3 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command != "serve":
         os._exit(int(code or 0))
     return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
