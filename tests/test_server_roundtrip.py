@@ -164,8 +164,8 @@ def test_get_info_packaged_builder(client):
 
 
 def test_real_package_csv(client, data_root):
-    if not (data_root / "real" / "seattle-weather.csv").exists():
-        pytest.skip("vega_datasets is not installed")
+    # vega_datasets is a test dependency (pyproject's `test` extra): real data it ships.
+    assert (data_root / "real" / "seattle-weather.csv").exists(), "pip install -e '.[test]' (vega_datasets)"
     spec = DatasetSpec("csv", data_files=_df("real/seattle-weather.csv"), columns=("date", "weather", "temp_max"))
     table, _, _ = roundtrip(client, spec, batch_size=200)
     expected = hf_truth("csv", data_files=str(data_root / "real/seattle-weather.csv"),
