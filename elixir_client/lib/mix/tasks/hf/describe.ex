@@ -20,7 +20,7 @@ defmodule HFBridge.CLI.Describe do
       ] ++
         Enum.map(info.splits, &"  #{&1.name}: #{split_rows(&1)}") ++
         ["features:"] ++
-        features(info.features) ++
+        features(info.features, info.schema) ++
         schema(info.schema)
 
     lines |> Enum.reject(&is_nil/1) |> Enum.map_join("", &(&1 <> "\n"))
@@ -51,9 +51,17 @@ defmodule HFBridge.CLI.Describe do
   defp split_rows(%{num_rows: n, num_bytes: nil}), do: "#{n} rows"
   defp split_rows(%{num_rows: n, num_bytes: b}), do: "#{n} rows, #{HFBridge.CLI.Format.bytes(b)}"
 
-  defp features(nil), do: ["  (unknown)"]
-  defp features(features) when map_size(features) == 0, do: ["  (none)"]
-  defp features(features), do: Enum.map(features, fn {name, f} -> "  #{name}: #{feature(f)}" end)
+  defp features(nil, _schema), do: ["  (unknown)"]
+  defp features(features, _schema) when map_size(features) == 0, do: ["  (none)"]
+
+  # Features come as a JSON object (no order); list them in the schema's column order.
+  defp features(features, schema) do
+    order = if schema, do: Enum.map(schema.fields, & &1.name), else: []
+
+    features
+    |> Enum.sort_by(fn {name, _} -> Enum.find_index(order, &(&1 == name)) || length(order) end)
+    |> Enum.map(fn {name, f} -> "  #{name}: #{feature(f)}" end)
+  end
 
   @doc """
   One HF feature (as in `Features.to_dict()`) in short form, e.g.
