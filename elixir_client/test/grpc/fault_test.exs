@@ -86,6 +86,13 @@ defmodule HFBridge.GRPC.FaultTest do
       %{peer | enc: enc}
     end
 
+    # Handshake, take the first request and answer with gRPC response headers.
+    def answer_grpc_call(peer) do
+      peer = handshake(peer)
+      {{:headers, sid, _, _, _}, peer} = await_request(peer)
+      {sid, headers(peer, sid, [{":status", "200"}, {"content-type", "application/grpc"}], false)}
+    end
+
     def respond(peer, sid, message, status \\ "0") do
       peer = headers(peer, sid, [{":status", "200"}, {"content-type", "application/grpc"}], false)
       out(peer, Frame.data(sid, [<<0, byte_size(message)::32>>, message], false))
@@ -145,16 +152,7 @@ defmodule HFBridge.GRPC.FaultTest do
   test "garbage mid-stream fails the call; the process ends cleanly" do
     {port, _} =
       Peer.start(fn peer ->
-        peer = Peer.handshake(peer)
-        {{:headers, sid, _, _, _}, peer} = Peer.await_request(peer)
-
-        peer =
-          Peer.headers(
-            peer,
-            sid,
-            [{":status", "200"}, {"content-type", "application/grpc"}],
-            false
-          )
+        {sid, peer} = Peer.answer_grpc_call(peer)
 
         Peer.out(peer, :crypto.strong_rand_bytes(64) <> <<255, 255, 255, 9, 9, 9, 9, 9, 9>>)
       end)
@@ -170,16 +168,7 @@ defmodule HFBridge.GRPC.FaultTest do
   test "the server closing the socket mid-stream fails in-flight calls with :unavailable" do
     {port, _} =
       Peer.start(fn peer ->
-        peer = Peer.handshake(peer)
-        {{:headers, sid, _, _, _}, peer} = Peer.await_request(peer)
-
-        peer =
-          Peer.headers(
-            peer,
-            sid,
-            [{":status", "200"}, {"content-type", "application/grpc"}],
-            false
-          )
+        {sid, peer} = Peer.answer_grpc_call(peer)
 
         Peer.out(peer, Frame.data(sid, [<<0, 3::32>>, "abc", <<0, 100::32>>, "partial"], false))
         Process.sleep(100)
@@ -440,16 +429,7 @@ defmodule HFBridge.GRPC.FaultTest do
   test "a unary call answered with two messages fails with :internal" do
     {port, _} =
       Peer.start(fn peer ->
-        peer = Peer.handshake(peer)
-        {{:headers, sid, _, _, _}, peer} = Peer.await_request(peer)
-
-        peer =
-          Peer.headers(
-            peer,
-            sid,
-            [{":status", "200"}, {"content-type", "application/grpc"}],
-            false
-          )
+        {sid, peer} = Peer.answer_grpc_call(peer)
 
         Peer.out(peer, Frame.data(sid, [<<0, 1::32>>, "a", <<0, 1::32>>, "b"], false))
         Peer.headers(peer, sid, [{"grpc-status", "0"}], true)
