@@ -29,9 +29,7 @@ def varint(n: int) -> bytes:
 def table_to_ipc(table: pa.Table) -> pa.Buffer:
     """A complete IPC stream: schema, one record batch (the table must be one chunk), end-of-stream."""
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        for batch in table.to_batches():
-            writer.write_batch(batch)
+    _write_ipc(sink, table)
     return sink.getvalue()
 
 
@@ -58,9 +56,40 @@ def batch_message(seq: int, num_rows: int, ipc: pa.Buffer | bytes) -> bytes:
 
     Fields at their default value are left out, as proto3 serialisers do.
     """
+    return b"".join((_batch_head(seq, num_rows, len(ipc)), ipc))
+
+
+def _batch_head(seq: int, num_rows: int, ipc_len: int) -> bytes:
+    """Fields 1 and 2 of a `Batch` and the tag and length of field 3 (its bytes follow)."""
     head = (b"\x08" + varint(seq) if seq else b"") + (b"\x10" + varint(num_rows) if num_rows else b"")
-    head += b"\x1a" + varint(len(ipc))
-    return b"".join((head, ipc))
+    return head + b"\x1a" + varint(ipc_len)
+
+
+def _write_ipc(sink: pa.NativeFile, table: pa.Table) -> None:
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        for batch in table.to_batches():
+            writer.write_batch(batch)
+
+
+def encode_batch(seq: int, num_rows: int, table: pa.Table) -> pa.Buffer:
+    """The serialised `Batch{seq, num_rows, arrow_ipc: IPC stream of table}` in one buffer.
+
+    Same bytes as `batch_message(seq, num_rows, table_to_ipc(table))`, but the
+    IPC stream is written once, straight into a buffer of the exact final size:
+    a first pass on a `MockOutputStream` only measures it (no data copied), so
+    the Arrow data is copied exactly once and no growing buffer is reallocated.
+    """
+    mock = pa.MockOutputStream()
+    _write_ipc(mock, table)
+    size = mock.size()
+    head = _batch_head(seq, num_rows, size)
+    buf = pa.allocate_buffer(len(head) + size)
+    sink = pa.FixedSizeBufferWriter(buf)
+    sink.write(head)
+    _write_ipc(sink, table)
+    if sink.tell() != len(head) + size:  # the two passes must agree byte for byte in length
+        raise RuntimeError(f"Arrow IPC stream size changed between passes ({size} then {sink.tell() - len(head)})")
+    return buf
 
 
 def end_message(seq: int) -> bytes:

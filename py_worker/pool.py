@@ -1,8 +1,10 @@
 """The worker pool as seen from the gRPC front: processes, pipes, requests and supervision.
 
 Each worker is a `multiprocessing` spawn process connected by one duplex
-pipe. A reader thread per worker turns incoming frames into calls on the
-asyncio loop. A worker that dies is restarted under the same name; the
+pipe (a Unix socket pair): commands go out as pickled `send_bytes` messages,
+and a reader thread per worker receives the worker's frames (`py_worker.frames`:
+headers plus raw batch bytes, read without copies in Python) and turns them
+into calls on the asyncio loop. A worker that dies is restarted under the same name; the
 `on_death` callback lets the front fail in-flight calls and re-home sessions.
 """
 
@@ -19,6 +21,7 @@ from typing import Any, Callable
 
 from py_worker.config import ServerConfig
 from py_worker.errors import Unavailable, error_for
+from py_worker.frames import recv_frame, socket_of
 
 
 def log(text: str) -> None:
@@ -65,18 +68,35 @@ class WorkerHandle:
         child.close()
         self.proc, self.conn, self.alive = proc, parent, True
         gen = self.generation
-        threading.Thread(target=self._reader, args=(parent, gen), name=f"reader-{self.name}", daemon=True).start()
+        threading.Thread(target=self._reader, args=(parent, gen, proc), name=f"reader-{self.name}",
+                         daemon=True).start()
 
-    def _reader(self, conn: Any, gen: int) -> None:
+    def _reader(self, conn: Any, gen: int, proc: Any) -> None:
         loop = self.pool.loop
-        while True:
+        sock = None
+        try:
+            sock = socket_of(conn)
+            while True:
+                header, payload = recv_frame(sock)
+                try:
+                    loop.call_soon_threadsafe(self.pool._dispatch, self, header, payload)
+                except RuntimeError:
+                    return  # the event loop is closed: the server is gone
+        except (EOFError, OSError):
+            pass  # the worker exited (or was killed)
+        except Exception as exc:  # noqa: BLE001 - a garbled frame: the worker cannot be trusted any more
+            log(f"worker {self.name} sent an unreadable message ({type(exc).__name__}: {exc}); restarting it")
             try:
-                header = pickle.loads(conn.recv_bytes())
-                payload = conn.recv_bytes() if header[-1] else None
-            except (EOFError, OSError):
-                break
-            loop.call_soon_threadsafe(self.pool._dispatch, self, header, payload)
-        loop.call_soon_threadsafe(self.pool._died, self, gen)
+                proc.kill()
+            except Exception:  # noqa: BLE001
+                pass
+        finally:
+            if sock is not None:
+                sock.close()
+            try:
+                loop.call_soon_threadsafe(self.pool._died, self, gen)
+            except RuntimeError:
+                pass  # the event loop is closed: the server is gone
 
     def send(self, cmd: tuple) -> None:
         """Send a command; raises Unavailable when the worker is gone."""

@@ -6,7 +6,9 @@ Front -> worker commands (pickled tuples):
   ("credit", sid, n)      allow the session to push n more batches
   ("close", sid)
   ("shutdown",)
-Worker -> front messages (pickled header, then an optional raw payload frame):
+Worker -> front messages (`py_worker.frames`: a pickled header, then an
+optional raw payload, on the same socket; each header ends with a
+"has payload" flag):
   ("reply", req, ok, value)            value: result dict, or (code_name, message)
   ("batch", sid, seq, num_rows, checkpoint_json, end)   + payload (a serialised Batch)
   ("error", sid, code_name, message)   the session's iteration failed
@@ -14,8 +16,9 @@ Worker -> front messages (pickled header, then an optional raw payload frame):
 
 Each session has one thread that opens the dataset, iterates
 `with_format("arrow").iter(batch_size)`, splits tables by the byte cap,
-encodes every piece as a complete Batch message and keeps up to `prefetch`
-of them ready. A checkpoint is `{"hf": state_dict, "skip": rows}`: the HF
+encodes every piece as a complete Batch message (one buffer, see
+`arrow_ipc.encode_batch`) and keeps up to `prefetch` of them ready; every
+credit the front grants lets it send one, from whichever thread has it. A checkpoint is `{"hf": state_dict, "skip": rows}`: the HF
 iterator state plus rows already delivered after it, so a wire batch cut
 from the middle of a HF batch still resumes exactly (see `_Session._items`).
 """
@@ -34,6 +37,7 @@ from typing import Any
 
 from py_worker.config import ServerConfig
 from py_worker.errors import from_exception
+from py_worker.frames import send_frame, socket_of
 
 
 def _log(name: str, text: str) -> None:
@@ -102,7 +106,7 @@ class _Session:
         delivered}` and resuming replays the seeded order from the start,
         dropping those rows — exact, at the cost of re-reading the prefix.
         """
-        from py_worker.arrow_ipc import batch_message, end_message, split_table, table_to_ipc
+        from py_worker.arrow_ipc import encode_batch, end_message, split_table
 
         replay = bool(self.spec.get("shuffle"))
         before = ckpt.get("hf")
@@ -125,7 +129,7 @@ class _Session:
                     state = {"hf": after, "skip": 0}
                 else:
                     state = {"hf": before, "skip": end_row}
-                payload = batch_message(self.seq, piece.num_rows, table_to_ipc(piece))
+                payload = encode_batch(self.seq, piece.num_rows, piece)
                 yield ("batch", self.sid, self.seq, piece.num_rows, json.dumps(state), False), payload
                 self.seq += 1
             skip = 0
@@ -204,20 +208,18 @@ class Worker:
 
     def __init__(self, conn: Any, config: ServerConfig, name: str) -> None:
         self.conn = conn
+        self.sock = socket_of(conn)
         self.config = config
         self.name = name
         self.sessions: dict[str, _Session] = {}
         self._send_lock = threading.Lock()
         self._lock = threading.Lock()
 
-    def send(self, header: tuple, payload: bytes | None = None) -> None:
-        """Send one message (and its payload frame) to the front; silently drops when the pipe is gone."""
-        data = pickle.dumps(header + ((payload is not None),), protocol=pickle.HIGHEST_PROTOCOL)
+    def send(self, header: tuple, payload: Any = None) -> None:
+        """Send one message (and its payload: bytes or a pyarrow Buffer) to the front; drops it when the pipe is gone."""
         try:
             with self._send_lock:
-                self.conn.send_bytes(data)
-                if payload is not None:
-                    self.conn.send_bytes(payload)
+                send_frame(self.sock, header + ((payload is not None),), payload)
         except (OSError, ValueError):
             pass
 

@@ -29,6 +29,14 @@ defmodule HFBridge do
       type: :timeout,
       default: 60_000,
       doc: "How long to wait for each batch, in milliseconds."
+    ],
+    as: [
+      type: {:custom, HFBridge.Explorer, :check_as},
+      default: :batch,
+      type_doc: "`:batch | :dataframe`",
+      doc:
+        "`stream/2` only: `:dataframe` yields an `Explorer.DataFrame` per batch " <>
+          "(needs the `:explorer` package; see `HFBridge.Explorer`)."
     ]
   ]
 
@@ -136,7 +144,9 @@ defmodule HFBridge do
   @spec stream(String.t(), keyword()) :: Enumerable.t()
   def stream(dataset, opts \\ []) do
     plan = plan!(dataset, opts)
+
     Stream.resource(fn -> start(plan) end, &next/1, &finish/1)
+    |> HFBridge.Explorer.convert(plan.stream_opts[:as])
   end
 
   @doc """
@@ -146,7 +156,7 @@ defmodule HFBridge do
   @spec rows(String.t(), keyword()) :: Enumerable.t()
   def rows(dataset, opts \\ []) do
     dataset
-    |> stream(opts)
+    |> stream(if(is_list(opts), do: opts ++ [as: :batch], else: opts))
     |> Stream.flat_map(&Batch.rows!/1)
   end
 

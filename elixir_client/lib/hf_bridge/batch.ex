@@ -66,4 +66,17 @@ defmodule HFBridge.Batch do
       {:error, error} -> raise error
     end
   end
+
+  @doc """
+  Loads the batch into an `Explorer.DataFrame` through
+  `Explorer.DataFrame.load_ipc_stream/2` (`opts` are passed on). Needs the
+  `:explorer` package; without it returns an `:unavailable` error. See
+  `HFBridge.Explorer`.
+  """
+  @spec to_dataframe(t(), keyword()) :: {:ok, struct()} | {:error, Error.t()}
+  defdelegate to_dataframe(batch, opts \\ []), to: HFBridge.Explorer
+
+  @doc "Like `to_dataframe/2`, raising `HFBridge.Error`."
+  @spec to_dataframe!(t(), keyword()) :: struct()
+  defdelegate to_dataframe!(batch, opts \\ []), to: HFBridge.Explorer
 end

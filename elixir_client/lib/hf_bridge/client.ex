@@ -90,18 +90,22 @@ defmodule HFBridge.Client do
 
   alias HFBridge.{Error, LocalServer, Options}
 
-  defstruct [:conn, :address, :server, :timeout, :tls]
+  @derive {Inspect, except: [:reconnect]}
+  defstruct [:conn, :address, :server, :timeout, :tls, :reconnect]
 
   @typedoc """
   A connected client. `conn` is the `HFBridge.GRPC` connection; `server` the
-  pid of the local server this client started, if any.
+  pid of the local server this client started, if any; `reconnect` what
+  `reconnect/2` needs to open the same connection again (host, port, TLS
+  options, token and metadata).
   """
   @type t :: %__MODULE__{
           conn: term(),
           address: String.t(),
           server: pid() | nil,
           timeout: timeout(),
-          tls: boolean() | keyword()
+          tls: boolean() | keyword(),
+          reconnect: {String.t(), :inet.port_number(), keyword()} | nil
         }
 
   @typedoc "An RPC of the `hf_bridge.v1.HFBridge` service."
@@ -174,6 +178,35 @@ defmodule HFBridge.Client do
     if server, do: LocalServer.stop(server)
     :ok
   end
+
+  @doc """
+  Opens a new connection to the same server with the same options (TLS,
+  token, metadata) and returns a client using it; the new connection closes
+  when `owner` exits (default: the caller). The local server a client
+  started, if any, stays owned by the original client. Used by sessions to
+  recover from a dropped connection; the original client is left as it is.
+  """
+  @spec reconnect(t(), pid()) :: {:ok, t()} | {:error, Error.t()}
+  def reconnect(client, owner \\ self())
+
+  def reconnect(%__MODULE__{reconnect: {host, port, conn_opts}} = client, owner) do
+    case HFBridge.GRPC.connect(host, port, conn_opts) do
+      {:ok, conn} ->
+        watch(owner, conn)
+        {:ok, %{client | conn: conn, server: nil}}
+
+      {:error, %Error{}} = error ->
+        error
+    end
+  end
+
+  def reconnect(%__MODULE__{}, _owner),
+    do: {:error, Error.new(:session, :closed, "this client cannot reconnect (no address known)")}
+
+  @doc "Whether the client's connection process is still running."
+  @spec connected?(t()) :: boolean()
+  def connected?(%__MODULE__{conn: conn}) when is_pid(conn), do: Process.alive?(conn)
+  def connected?(%__MODULE__{}), do: false
 
   @doc "Whether this client started its own local server."
   @spec local?(t()) :: boolean()
@@ -356,12 +389,45 @@ defmodule HFBridge.Client do
     case HFBridge.GRPC.connect(host, port, conn_opts) do
       {:ok, conn} ->
         {:ok,
-         %__MODULE__{conn: conn, address: "#{host}:#{port}", timeout: opts[:timeout], tls: tls}}
+         %__MODULE__{
+           conn: conn,
+           address: "#{host}:#{port}",
+           timeout: opts[:timeout],
+           tls: tls,
+           reconnect: {host, port, conn_opts}
+         }}
 
-      {:error, %Error{}} = error ->
-        error
+      {:error, %Error{} = error} ->
+        {:error, with_tls_hint(error, tls)}
     end
   end
+
+  # A server that closes the connection right after it was opened is often a
+  # TLS/plaintext mismatch or a missing client certificate: say so.
+  defp with_tls_hint(%Error{code: :unavailable, message: message} = error, tls) do
+    cond do
+      String.starts_with?(message, "cannot connect") ->
+        error
+
+      tls == false ->
+        %{
+          error
+          | message:
+              message <>
+                " (if the server uses TLS, connect with `tls: true` or `tls: [cacertfile: ...]`)"
+        }
+
+      true ->
+        %{
+          error
+          | message:
+              message <>
+                " (if the server verifies client certificates, pass `tls: [certfile: ..., keyfile: ...]`)"
+        }
+    end
+  end
+
+  defp with_tls_hint(error, _tls), do: error
 
   defp grpc_unary(client, rpc, body, opts) do
     HFBridge.GRPC.unary(client.conn, HFBridge.Proto.rpc_path(rpc), body,

@@ -2,10 +2,12 @@ defmodule HFBridge.Session do
   @schema [
     read_ahead: [
       type: :pos_integer,
-      default: 2,
+      default: 16,
       doc:
         "Batches the server may send ahead of what was asked for (each `ReadBatches` call " <>
-          "is capped at this many batches); bounds client memory."
+          "is capped at this many batches). Client memory is bounded by the HTTP/2 stream " <>
+          "window whatever the value; a larger value means fewer calls (each call start " <>
+          "costs a round trip)."
     ],
     open_timeout: [
       type: :timeout,
@@ -16,6 +18,15 @@ defmodule HFBridge.Session do
       type: {:custom, __MODULE__, :check_pid},
       type_doc: "`pid()`",
       doc: "The process whose exit closes the session. Defaults to the caller."
+    ],
+    retry: [
+      type: {:custom, HFBridge.Retry, :check},
+      default: [],
+      type_doc: "`keyword()`",
+      doc:
+        "Recovery from a dropped connection or a restarted worker or server: `max_attempts` " <>
+          "(10), `base_delay` and `max_delay` in ms (100, 5000); see `HFBridge.Retry`. " <>
+          "`[max_attempts: 0]` turns recovery off."
     ]
   ]
 
@@ -28,6 +39,18 @@ defmodule HFBridge.Session do
   the session is closed on the server. Batches are fetched only when asked
   for (`next_batch/2`); the server sends at most `:read_ahead` batches beyond
   those asked for.
+
+  ## Recovery
+
+  When the connection drops or the server reports a retryable failure (a
+  worker restarting: `UNAVAILABLE`), or no longer knows the session (the
+  server restarted), the session retries with bounded backoff (the `:retry`
+  option): it reconnects when its connection is gone and resumes the session
+  with its resume token, so the server continues after the last acknowledged
+  batch. Batches the server sends again are recognised by their sequence
+  numbers and dropped, so `next_batch/2` delivers every batch exactly once,
+  in order. Acknowledgements of batches the recovered server
+  has not sent again yet are held back until it has.
 
       {:ok, client} = HFBridge.connect(address: "127.0.0.1:50051")
       {:ok, session} = HFBridge.open(client, "parquet", data_files: "data/*.parquet")
@@ -48,6 +71,7 @@ defmodule HFBridge.Session do
 
   use GenServer, restart: :temporary
 
+  require Logger
   alias HFBridge.{Batch, Client, Error, Options, Spec, Telemetry}
 
   @typedoc "A session process."
@@ -177,6 +201,10 @@ defmodule HFBridge.Session do
     end
   end
 
+  @doc "How many times the session recovered from a dropped connection or a restart."
+  @spec recoveries(t()) :: non_neg_integer() | {:error, Error.t()}
+  def recoveries(session), do: call(session, :recoveries, 10_000)
+
   @doc "The session id on the server."
   @spec id(t()) :: String.t() | {:error, Error.t()}
   def id(session) do
@@ -263,12 +291,24 @@ defmodule HFBridge.Session do
            ack_error: nil,
            done: false,
            batches: 0,
-           rows: 0
+           rows: 0,
+           retry: retry_policy(opts[:retry]),
+           delivered: info.next_seq - 1,
+           server_seq: info.next_seq - 1,
+           attempt: 0,
+           recoveries: 0,
+           own_conn: nil,
+           ack_task_seq: nil
          }}
 
       {:error, error} ->
         {:stop, error}
     end
+  end
+
+  defp retry_policy(opts) do
+    {:ok, policy} = HFBridge.Retry.new(opts || [])
+    policy
   end
 
   defp open_on_server(client, {:open, request}, timeout),
@@ -299,6 +339,11 @@ defmodule HFBridge.Session do
       %{ack_error: %Error{} = error} ->
         {:reply, {:error, error}, %{state | ack_error: nil}}
 
+      %{server_seq: server_seq, delivered: delivered}
+      when seq > server_seq and seq <= delivered ->
+        # Delivered before a recovery and not sent again yet: held back (see "Recovery").
+        {:reply, :ok, %{state | pending_ack: max(seq, state.pending_ack || seq)}}
+
       _ ->
         {:reply, send_ack(state.client, state.info.session_id, seq), %{state | pending_ack: nil}}
     end
@@ -320,8 +365,13 @@ defmodule HFBridge.Session do
   end
 
   def handle_call(:info, _from, state), do: {:reply, state.info, state}
+  def handle_call(:recoveries, _from, state), do: {:reply, state.recoveries, state}
 
   @impl true
+  # After a recovery the server only accepts acks for batches it sent again.
+  def handle_cast({:ack, seq}, %{server_seq: server_seq} = state) when seq > server_seq,
+    do: {:noreply, %{state | pending_ack: max(seq, state.pending_ack || seq)}}
+
   def handle_cast({:ack, seq}, %{ack_task: nil} = state),
     do: {:noreply, start_ack_task(state, seq)}
 
@@ -347,23 +397,44 @@ defmodule HFBridge.Session do
   defp start_ack_task(state, seq) do
     client = state.client
     id = state.info.session_id
-    %{state | ack_task: Task.async(fn -> send_ack(client, id, seq) end), pending_ack: nil}
+
+    %{
+      state
+      | ack_task: Task.async(fn -> send_ack(client, id, seq) end),
+        ack_task_seq: seq,
+        pending_ack: nil
+    }
   end
 
   defp ack_done(state, result) do
-    state = %{state | ack_task: nil}
+    {seq, state} = {state.ack_task_seq, %{state | ack_task: nil}}
 
     state =
       case result do
-        :ok -> state
-        {:error, error} -> %{state | ack_error: error}
+        :ok ->
+          state
+
+        {:error, error} ->
+          if soft_ack_error?(error) do
+            # Lost to a restart: acks are cumulative, so send it again later.
+            %{state | pending_ack: max(seq || 0, state.pending_ack || seq || 0)}
+          else
+            %{state | ack_error: error}
+          end
       end
 
-    case state.pending_ack do
-      nil -> state
-      seq -> start_ack_task(state, seq)
-    end
+    maybe_ack(state)
   end
+
+  defp soft_ack_error?(%Error{code: :not_found}), do: true
+  defp soft_ack_error?(error), do: HFBridge.Retry.retryable?(error)
+
+  # Sends the held-back acknowledgement once the server has (re)sent its batch.
+  defp maybe_ack(%{ack_task: nil, pending_ack: seq, server_seq: server_seq} = state)
+       when is_integer(seq) and seq <= server_seq,
+       do: start_ack_task(state, seq)
+
+  defp maybe_ack(state), do: state
 
   defp await_ack_task(%{ack_task: nil} = state), do: state
 
@@ -401,6 +472,7 @@ defmodule HFBridge.Session do
     if state.stream, do: Client.cancel(state.stream)
     id = state.info.session_id
     _ = Client.call(state.client, :CloseSession, %{session_id: id}, timeout: 10_000)
+    if state.own_conn, do: Client.disconnect(%{state.client | server: nil})
 
     Telemetry.execute(
       [:hf_bridge, :session, :close],
@@ -420,7 +492,7 @@ defmodule HFBridge.Session do
   defp fetch(state, timeout, empty_calls) do
     case ensure_stream(state) do
       {:ok, state} -> receive_batch(state, timeout, empty_calls)
-      {:error, error} -> {{:error, error}, state}
+      {:error, error} -> recover(state, error, timeout)
     end
   end
 
@@ -441,8 +513,25 @@ defmodule HFBridge.Session do
         Client.cancel(state.stream)
         {:done, %{state | stream: nil, done: true}}
 
+      {:ok, %{seq: seq}} when seq <= state.delivered ->
+        # Sent again after a recovery: already delivered, drop it.
+        state = maybe_ack(%{state | server_seq: max(state.server_seq, seq)})
+        receive_batch(state, timeout, 0)
+
+      {:ok, %{seq: seq}} when seq > state.delivered + 1 ->
+        Client.cancel(state.stream)
+
+        {{:error,
+          Error.new(
+            :session,
+            :data_loss,
+            "the server skipped from batch #{state.delivered} to #{seq}; refusing to lose rows"
+          )}, %{state | stream: nil}}
+
       {:ok, message} ->
         batch = Batch.from_message(message, state.info.session_id)
+        state = %{state | delivered: batch.seq, attempt: 0}
+        state = maybe_ack(%{state | server_seq: max(state.server_seq, batch.seq)})
 
         Telemetry.execute(
           [:hf_bridge, :batch, :received],
@@ -471,7 +560,77 @@ defmodule HFBridge.Session do
 
       {:error, %Error{} = error} ->
         Client.cancel(state.stream)
-        {{:error, error}, %{state | stream: nil}}
+        recover(%{state | stream: nil}, error, timeout)
+    end
+  end
+
+  # -- recovery ------------------------------------------------------------------
+
+  defp recover(state, error, timeout) do
+    cond do
+      not recoverable?(error) ->
+        {{:error, error}, state}
+
+      not HFBridge.Retry.allow?(state.retry, state.attempt) ->
+        {{:error,
+          %{
+            error
+            | message: error.message <> " (gave up after #{state.attempt} recovery attempts)",
+              retryable: false
+          }}, state}
+
+      true ->
+        attempt = state.attempt + 1
+        delay = HFBridge.Retry.delay(state.retry, attempt)
+
+        Logger.warning(
+          "hf_bridge session #{state.info.session_id}: #{Exception.message(error)}; " <>
+            "recovering (attempt #{attempt}/#{state.retry.max_attempts}) in #{delay} ms"
+        )
+
+        Process.sleep(delay)
+        # The recovered server re-sends from its last acknowledged batch.
+        state = %{state | attempt: attempt, recoveries: state.recoveries + 1, server_seq: -1}
+
+        with {:ok, state} <- ensure_connected(state),
+             {:ok, state} <- resume_on_server(state) do
+          fetch(state, timeout, 0)
+        else
+          {:error, next_error} -> recover(state, next_error, timeout)
+        end
+    end
+  end
+
+  defp recoverable?(%Error{code: :not_found, layer: :grpc, message: message}),
+    do: String.contains?(message, "unknown or closed session")
+
+  defp recoverable?(error), do: HFBridge.Retry.retryable?(error)
+
+  defp ensure_connected(state) do
+    if Client.connected?(state.client) do
+      {:ok, state}
+    else
+      case Client.reconnect(state.client, self()) do
+        {:ok, client} ->
+          if state.own_conn, do: Client.disconnect(%{state.client | server: nil})
+          {:ok, %{state | client: client, own_conn: client.conn}}
+
+        {:error, error} ->
+          {:error, error}
+      end
+    end
+  end
+
+  # Batches the server handed to a dropped connection never arrived, and a
+  # restarted server no longer knows the session: in every case, resume it
+  # with its token from the last acknowledged checkpoint (the server releases
+  # the old incarnation, if any).
+  defp resume_on_server(state) do
+    request = %{resume_token: state.info.resume_token}
+
+    case Client.call(state.client, :ResumeSession, request, timeout: 120_000) do
+      {:ok, info} -> {:ok, %{state | info: info}}
+      {:error, error} -> {:error, error}
     end
   end
 end

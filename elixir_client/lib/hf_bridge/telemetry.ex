@@ -100,20 +100,26 @@ defmodule HFBridge.Telemetry do
   def spans, do: @spans
 
   @doc """
-  Whether `:telemetry` is available, so events are really emitted.
+  Whether `:telemetry` is available and running, so events are really emitted.
 
-  The answer is computed once and cached; `refresh/0` recomputes it (useful
-  when `:telemetry` is loaded after hf_bridge's first event).
+  Whether the module can be loaded is computed once and cached (`refresh/0`
+  recomputes it, useful when `:telemetry` is loaded after hf_bridge's first
+  event); whether its application is started (its handler table exists) is
+  checked on every call, so events before `:telemetry` starts are dropped
+  quietly instead of logging lookup failures.
   """
   @spec enabled?() :: boolean()
   def enabled? do
-    case :persistent_term.get(@enabled_key, :unknown) do
-      :unknown -> refresh()
-      value -> value
-    end
+    loaded? =
+      case :persistent_term.get(@enabled_key, :unknown) do
+        :unknown -> refresh()
+        value -> value
+      end
+
+    loaded? and :ets.whereis(:telemetry_handler_table) != :undefined
   end
 
-  @doc "Recomputes and caches whether `:telemetry` is available; returns it."
+  @doc "Recomputes and caches whether the `:telemetry` module can be loaded; returns it."
   @spec refresh() :: boolean()
   def refresh do
     value = Code.ensure_loaded?(:telemetry) and function_exported?(:telemetry, :span, 3)

@@ -162,9 +162,14 @@ defmodule HFBridge.Broadway.Options do
   def checkpoint_key(%{name: name, index: index, count: count}) do
     base =
       case name do
-        nil -> "hf_bridge"
-        atom when is_atom(atom) -> atom |> Atom.to_string() |> String.replace_prefix("Elixir.", "")
-        other -> inspect(other)
+        nil ->
+          "hf_bridge"
+
+        atom when is_atom(atom) ->
+          atom |> Atom.to_string() |> String.replace_prefix("Elixir.", "")
+
+        other ->
+          inspect(other)
       end
 
     safe = String.replace(base, ~r/[^A-Za-z0-9._-]/, "_")

@@ -1,0 +1,210 @@
+defmodule HFBridge.Broadway.Reader do
+  @moduledoc """
+  The process that reads one session's record batches for a producer.
+
+  It opens (or resumes) the session on the server, then reads one batch
+  per `fetch/1` and sends the outcome to its owner as
+  `{:hf_bridge_reader, reader_pid, result}`, where `result` is
+  `{:ok, HFBridge.Batch.t()}`, `:done` or `{:error, HFBridge.Error.t()}`.
+  The owner keeps working meanwhile (a GenStage producer must not block).
+
+  Unlike `HFBridge.Session`, whose exit always closes the session on the
+  server (which deletes its checkpoint), a reader started with
+  `keep: true` leaves the server session and its checkpoint in place when
+  it stops — also when its owner is killed — so a restarted pipeline can
+  resume it with the resume token. `stop/2` with `:close` closes it.
+
+  Emits the `HFBridge.Telemetry` session events: `[:hf_bridge, :session,
+  :open]` (span), `[:hf_bridge, :batch, :received]` and `[:hf_bridge,
+  :session, :close]`.
+  """
+
+  use GenServer, restart: :temporary
+
+  alias HFBridge.{Batch, Client, Error, Telemetry}
+
+  @typedoc "How to start: a new session from an `OpenRequest`, or a resume token."
+  @type how :: {:open, HFBridge.Spec.open_request()} | {:resume, String.t()}
+
+  @doc """
+  Starts a reader owned by the caller and opens or resumes the session. The
+  reader stops when its owner exits; the owner should monitor the reader. Options: `:read_ahead` (default 2), `:batch_timeout` (default
+  60 s), `:open_timeout` (default 120 s), `:keep` (default `false`),
+  `:dataset` (for telemetry metadata).
+
+  Returns the reader and the session info (`session_id`, `resume_token`,
+  `next_seq`, ...).
+  """
+  @spec start(Client.t(), how(), keyword()) :: {:ok, pid(), map()} | {:error, Error.t()}
+  def start(%Client{} = client, how, opts \\ []) do
+    open_timeout = Keyword.get(opts, :open_timeout, 120_000)
+    start_timeout = if open_timeout == :infinity, do: :infinity, else: open_timeout + 5_000
+    meta = %{dataset: Keyword.get(opts, :dataset), split: split(how)}
+
+    Telemetry.span([:hf_bridge, :session, :open], meta, fn ->
+      # Not linked: a failed open must return an error, not kill the caller.
+      case GenServer.start(__MODULE__, {client, how, self(), opts}, timeout: start_timeout) do
+        {:ok, pid} ->
+          info = GenServer.call(pid, :info)
+          {{:ok, pid, info}, Map.merge(meta, %{session_id: info.session_id, worker: info.worker})}
+
+        {:error, %Error{} = error} ->
+          {{:error, error}, Map.put(meta, :error, error)}
+
+        {:error, reason} ->
+          error = Error.new(:session, :open_failed, "cannot start the reader: #{inspect(reason)}")
+          {{:error, error}, Map.put(meta, :error, error)}
+      end
+    end)
+  end
+
+  defp split({:open, %{spec: %{split: split}}}), do: split
+  defp split(_), do: nil
+
+  @doc "Asks for the next batch; the result arrives as a message (see the module docs)."
+  @spec fetch(pid()) :: :ok
+  def fetch(reader), do: GenServer.cast(reader, :fetch)
+
+  @doc """
+  Stops the reader. `:close` closes the session on the server (its
+  checkpoint is deleted); `:keep` leaves it resumable.
+  """
+  @spec stop(pid(), :close | :keep) :: :ok
+  def stop(reader, how) when how in [:close, :keep] do
+    GenServer.call(reader, {:set_keep, how == :keep}, 30_000)
+    GenServer.stop(reader, :normal, 30_000)
+  catch
+    :exit, _ -> :ok
+  end
+
+  # -- GenServer ---------------------------------------------------------------
+
+  @impl true
+  def init({client, how, owner, opts}) do
+    owner_ref = Process.monitor(owner)
+    timeout = Keyword.get(opts, :open_timeout, 120_000)
+
+    case open_on_server(client, how, timeout) do
+      {:ok, info} ->
+        {:ok,
+         %{
+           client: client,
+           owner: owner,
+           owner_ref: owner_ref,
+           info: info,
+           stream: nil,
+           read_ahead: Keyword.get(opts, :read_ahead, 2),
+           timeout: Keyword.get(opts, :batch_timeout, 60_000),
+           keep: Keyword.get(opts, :keep, false),
+           done: false,
+           batches: 0,
+           rows: 0
+         }}
+
+      {:error, error} ->
+        {:stop, error}
+    end
+  end
+
+  defp open_on_server(client, {:open, request}, timeout),
+    do: Client.call(client, :OpenSession, request, timeout: timeout)
+
+  defp open_on_server(client, {:resume, token}, timeout),
+    do: Client.call(client, :ResumeSession, %{resume_token: token}, timeout: timeout)
+
+  @impl true
+  def handle_call(:info, _from, state), do: {:reply, state.info, state}
+  def handle_call({:set_keep, keep}, _from, state), do: {:reply, :ok, %{state | keep: keep}}
+
+  @impl true
+  def handle_cast(:fetch, %{done: true} = state) do
+    send(state.owner, {:hf_bridge_reader, self(), :done})
+    {:noreply, state}
+  end
+
+  def handle_cast(:fetch, state) do
+    {result, state} = fetch(state, 0)
+    send(state.owner, {:hf_bridge_reader, self(), result})
+    {:noreply, state}
+  end
+
+  @impl true
+  def handle_info({:DOWN, ref, :process, _, reason}, %{owner_ref: ref} = state),
+    do: {:stop, {:shutdown, {:owner_down, reason}}, state}
+
+  def handle_info(_other, state), do: {:noreply, state}
+
+  @impl true
+  def terminate(reason, state) do
+    if state.stream, do: Client.cancel(state.stream)
+    id = state.info.session_id
+
+    unless state.keep do
+      _ = Client.call(state.client, :CloseSession, %{session_id: id}, timeout: 10_000)
+    end
+
+    Telemetry.execute(
+      [:hf_bridge, :session, :close],
+      %{batches: state.batches, rows: state.rows},
+      %{session_id: id, reason: close_reason(reason, state.keep)}
+    )
+  end
+
+  defp close_reason(_, true), do: :kept
+  defp close_reason(:normal, _), do: :normal
+  defp close_reason(:shutdown, _), do: :normal
+  defp close_reason({:shutdown, _}, _), do: :normal
+  defp close_reason(_, _), do: :error
+
+  # One ReadBatches call is open at a time, capped at read_ahead batches; a
+  # call that ends without end_of_data has delivered its cap and the next
+  # continues at the server's next batch.
+  defp fetch(%{stream: nil} = state, empty_calls) do
+    request = %{session_id: state.info.session_id, max_batches: state.read_ahead}
+
+    case Client.server_stream(state.client, :ReadBatches, request) do
+      {:ok, stream} -> receive_batch(%{state | stream: stream}, empty_calls)
+      {:error, error} -> {{:error, error}, state}
+    end
+  end
+
+  defp fetch(state, empty_calls), do: receive_batch(state, empty_calls)
+
+  defp receive_batch(state, empty_calls) do
+    case Client.recv(state.stream, state.timeout) do
+      {:ok, %{end_of_data: true}} ->
+        Client.cancel(state.stream)
+        {:done, %{state | stream: nil, done: true}}
+
+      {:ok, message} ->
+        batch = Batch.from_message(message, state.info.session_id)
+
+        Telemetry.execute(
+          [:hf_bridge, :batch, :received],
+          %{rows: batch.num_rows, bytes: byte_size(batch.ipc)},
+          %{session_id: batch.session_id, seq: batch.seq}
+        )
+
+        {{:ok, batch}, %{state | batches: state.batches + 1, rows: state.rows + batch.num_rows}}
+
+      :done when empty_calls < 1 ->
+        fetch(%{state | stream: nil}, empty_calls + 1)
+
+      :done ->
+        {{:error,
+          Error.new(
+            :session,
+            :protocol_error,
+            "the server ended the batch stream without end_of_data"
+          )}, %{state | stream: nil}}
+
+      # Nothing arrived in time: the call stays open for the next fetch.
+      {:error, %Error{layer: :grpc, code: :timeout} = error} ->
+        {{:error, error}, state}
+
+      {:error, %Error{} = error} ->
+        Client.cancel(state.stream)
+        {{:error, error}, %{state | stream: nil}}
+    end
+  end
+end

@@ -1,0 +1,342 @@
+defmodule HFBridge.Faults.RecoveryTest do
+  # "Nothing lost" with real processes: a long HFBridge.rows/2 read survives
+  # kill -9 of the owning worker (5 times), kill -9 of the whole server
+  # (restarted on the same port and state directory) and cut TCP
+  # connections; the rows equal what `datasets` yields in-process.
+  use ExUnit.Case, async: false
+
+  alias HFBridge.{Client, LocalServer, Session}
+  alias HFBridge.ServerCase
+
+  @moduletag timeout: 240_000
+  @rows 12_000
+  @batch 100
+
+  defmodule Proxy do
+    @moduledoc false
+    # A loopback TCP proxy in front of a server; `cut/1` drops every open
+    # connection (both directions) while the proxy keeps accepting new ones.
+
+    @spec start(:inet.port_number()) :: {pid(), :inet.port_number()}
+    def start(upstream) do
+      {:ok, listen} =
+        :gen_tcp.listen(0, [:binary, active: false, ip: {127, 0, 0, 1}, reuseaddr: true])
+
+      {:ok, port} = :inet.port(listen)
+      pid = spawn(fn -> serve(listen, upstream, []) end)
+      :ok = :gen_tcp.controlling_process(listen, pid)
+      send(pid, :go)
+      {pid, port}
+    end
+
+    @spec cut(pid()) :: non_neg_integer()
+    def cut(proxy) do
+      send(proxy, {:cut, self()})
+
+      receive do
+        {:cut, n} -> n
+      after
+        5_000 -> 0
+      end
+    end
+
+    defp serve(listen, upstream, pairs) do
+      receive do
+        :go -> :ok
+      after
+        0 -> :ok
+      end
+
+      case :gen_tcp.accept(listen, 50) do
+        {:ok, down} ->
+          {:ok, up} =
+            :gen_tcp.connect({127, 0, 0, 1}, upstream, [:binary, active: false, nodelay: true])
+
+          pair = spawn(fn -> pump(down, up) end)
+          :ok = :gen_tcp.controlling_process(down, pair)
+          :ok = :gen_tcp.controlling_process(up, pair)
+          send(pair, :go)
+          serve(listen, upstream, [pair | pairs])
+
+        {:error, :timeout} ->
+          receive do
+            {:cut, from} ->
+              live = Enum.filter(pairs, &Process.alive?/1)
+              Enum.each(live, &send(&1, :cut))
+              send(from, {:cut, length(live)})
+              serve(listen, upstream, [])
+          after
+            0 -> serve(listen, upstream, pairs)
+          end
+      end
+    end
+
+    defp pump(down, up) do
+      receive do
+        :go -> :ok
+      end
+
+      :ok = :inet.setopts(down, active: true)
+      :ok = :inet.setopts(up, active: true)
+      loop(down, up)
+    end
+
+    defp loop(down, up) do
+      receive do
+        {:tcp, ^down, data} ->
+          :gen_tcp.send(up, data)
+          loop(down, up)
+
+        {:tcp, ^up, data} ->
+          :gen_tcp.send(down, data)
+          loop(down, up)
+
+        {:tcp_closed, _} ->
+          close(down, up)
+
+        :cut ->
+          close(down, up)
+      end
+    end
+
+    defp close(down, up) do
+      :gen_tcp.close(down)
+      :gen_tcp.close(up)
+    end
+  end
+
+  setup_all do
+    dir = Path.join(System.tmp_dir!(), "hf_bridge_faults_#{System.unique_integer([:positive])}")
+
+    data_dir = Path.join(dir, "data")
+    File.mkdir_p!(data_dir)
+    path = ServerCase.simple_parquet!(Path.join(data_dir, "rows.parquet"), @rows)
+    truth = truth!(path)
+    on_exit(fn -> File.rm_rf!(dir) end)
+    %{dir: dir, data_dir: data_dir, path: path, truth: truth}
+  end
+
+  # What `datasets` yields in-process: row count and checksums of ids and texts.
+  defp truth!(path) do
+    code = ~S"""
+    import hashlib, sys
+    from datasets import load_dataset
+    ds = load_dataset("parquet", data_files=sys.argv[1], split="train", streaming=True)
+    ids, texts = [], []
+    for t in ds.with_format("arrow").iter(batch_size=1000):
+        ids += t.column("id").to_pylist()
+        texts += t.column("text").to_pylist()
+    print(len(ids))
+    print(hashlib.sha256(",".join(map(str, ids)).encode()).hexdigest())
+    print(hashlib.sha256("\n".join(texts).encode()).hexdigest())
+    """
+
+    [n, ids, texts] = code |> ServerCase.run_python!([path]) |> String.split()
+    %{count: String.to_integer(n), ids: ids, texts: texts}
+  end
+
+  defp checksums(rows) do
+    ids = Enum.map(rows, & &1["id"])
+    texts = Enum.map(rows, & &1["text"])
+
+    %{
+      count: length(rows),
+      ids: sha256(Enum.map_join(ids, ",", &Integer.to_string/1)),
+      texts: sha256(Enum.join(texts, "\n"))
+    }
+  end
+
+  defp sha256(data), do: :crypto.hash(:sha256, data) |> Base.encode16(case: :lower)
+
+  defp free_port do
+    {:ok, l} = :gen_tcp.listen(0, ip: {127, 0, 0, 1})
+    {:ok, port} = :inet.port(l)
+    :gen_tcp.close(l)
+    port
+  end
+
+  defp start_server!(ctx, port, metrics_port) do
+    {:ok, server, address} =
+      LocalServer.start(
+        python: ServerCase.python(),
+        port: port,
+        workers: 2,
+        data_roots: [ctx.data_dir],
+        state_dir: Path.join(ctx.dir, "state"),
+        export_root: ctx.dir,
+        owner: ctx.owner,
+        extra_args: ["--metrics-port", Integer.to_string(metrics_port)],
+        env: [{"HF_HUB_OFFLINE", "1"}, {"HF_DATASETS_DISABLE_PROGRESS_BARS", "1"}]
+      )
+
+    {server, address}
+  end
+
+  defp metrics(port) do
+    url = ~c"http://127.0.0.1:#{port}/metrics"
+    {:ok, {{_, 200, _}, _, body}} = :httpc.request(:get, {url, []}, [timeout: 5_000], [])
+    to_string(body)
+  end
+
+  defp metric(text, name) do
+    case Regex.run(~r/^#{name} (\d+)$/m, text) do
+      [_, v] -> String.to_integer(v)
+      nil -> nil
+    end
+  end
+
+  # The OS pid of the worker that holds a session right now (waits while the
+  # session is being re-homed).
+  defp owning_worker_pid(metrics_port, deadline \\ 20) do
+    owners =
+      Regex.scan(
+        ~r/^hf_bridge_worker_sessions\{worker="\w+",pid="(\d+)"\} (\d+)$/m,
+        metrics(metrics_port)
+      )
+      |> Enum.filter(fn [_, _pid, n] -> String.to_integer(n) > 0 end)
+
+    case owners do
+      [[_, pid, _]] ->
+        pid
+
+      _ when deadline > 0 ->
+        Process.sleep(250)
+        owning_worker_pid(metrics_port, deadline - 1)
+    end
+  end
+
+  defp kill9(pid), do: {_, 0} = System.cmd("kill", ["-9", to_string(pid)])
+
+  test "worker kill -9 (5 times) and a server kill -9 with restart lose and repeat nothing",
+       ctx do
+    test_pid = self()
+    ctx = Map.put(ctx, :owner, test_pid)
+    port = free_port()
+    metrics_port = free_port()
+    {server, address} = start_server!(ctx, port, metrics_port)
+    {:ok, client} = Client.connect(address: address, local: false)
+    # Outlives the test process, so that on_exit can stop every server.
+    {:ok, servers} = Agent.start(fn -> [current: server] end)
+
+    on_exit(fn ->
+      Client.disconnect(client)
+      Enum.each(Agent.get(servers, & &1), fn {_, pid} -> LocalServer.stop(pid) end)
+      Agent.stop(servers)
+    end)
+
+    worker_kills = MapSet.new([8, 25, 42, 59, 76])
+    server_kill = 95
+
+    rows =
+      HFBridge.stream("parquet",
+        client: client,
+        data_files: ctx.path,
+        batch_size: @batch,
+        retry: [max_attempts: 60, base_delay: 50, max_delay: 1_000],
+        batch_timeout: 90_000,
+        on_open: fn info -> send(test_pid, {:session, info.session}) end
+      )
+      |> Stream.with_index()
+      |> Stream.each(fn {_batch, i} ->
+        cond do
+          MapSet.member?(worker_kills, i) ->
+            kill9(owning_worker_pid(metrics_port))
+
+          i == server_kill ->
+            assert metric(metrics(metrics_port), "hf_bridge_worker_restarts_total") == 5
+            kill9(LocalServer.os_pid(server))
+
+            # Restart on the same port and state directory while the stream retries.
+            spawn(fn ->
+              Process.sleep(300)
+              {new_server, _} = start_server!(ctx, port, metrics_port)
+              Agent.update(servers, &[{:restarted, new_server} | &1])
+            end)
+
+          true ->
+            :ok
+        end
+      end)
+      |> Stream.flat_map(fn {batch, _i} -> HFBridge.Batch.rows!(batch) end)
+      |> Enum.to_list()
+
+    assert_receive {:session, session}
+    assert checksums(rows) == ctx.truth
+    assert Enum.map(rows, & &1["id"]) == Enum.to_list(0..(@rows - 1))
+    # the session is closed once the stream ends; the recoveries show in the log
+    refute Process.alive?(session)
+    assert Keyword.has_key?(Agent.get(servers, & &1), :restarted)
+  end
+
+  test "cut TCP connections mid-stream: the client reconnects and resumes, nothing lost", ctx do
+    test_pid = self()
+    ctx = Map.put(ctx, :owner, test_pid)
+    {server, address} = start_server!(ctx, 0, free_port())
+    [_, upstream] = String.split(address, ":")
+    {proxy, proxy_port} = Proxy.start(String.to_integer(upstream))
+    {:ok, client} = Client.connect(address: "127.0.0.1:#{proxy_port}", local: false)
+
+    on_exit(fn ->
+      Client.disconnect(client)
+      Process.exit(proxy, :kill)
+      LocalServer.stop(server)
+    end)
+
+    {:ok, session} =
+      HFBridge.open(client, "parquet", data_files: ctx.path, batch_size: @batch, read_ahead: 3)
+
+    batches =
+      Stream.repeatedly(fn -> Session.next_batch(session, 60_000) end)
+      |> Stream.with_index()
+      |> Enum.reduce_while([], fn
+        {{:ok, batch}, i}, acc ->
+          # (a batch already buffered before a cut arrives without a new connection)
+          if i in [5, 30, 50, 70], do: send(self(), {:cut, Proxy.cut(proxy)})
+          if rem(i, 2) == 0, do: Session.ack_async(session, batch.seq)
+          {:cont, [batch | acc]}
+
+        {:done, _}, acc ->
+          {:halt, Enum.reverse(acc)}
+
+        {{:error, error}, _}, _acc ->
+          flunk("the session failed: #{Exception.message(error)}")
+      end)
+
+    assert Enum.map(batches, & &1.seq) == Enum.to_list(0..(length(batches) - 1))
+    rows = Enum.flat_map(batches, &HFBridge.Batch.rows!/1)
+    assert checksums(rows) == ctx.truth
+    cuts = for _ <- 1..4, do: receive(do: ({:cut, n} -> n))
+    assert Enum.all?(cuts, &(&1 >= 1)), "connections cut: #{inspect(cuts)}"
+    assert Session.recoveries(session) >= 4
+    :ok = Session.close(session)
+  end
+
+  test "recovery is bounded: with the server gone for good the stream fails with a retryable cause",
+       ctx do
+    ctx = Map.put(ctx, :owner, self())
+    {server, address} = start_server!(ctx, 0, free_port())
+    {:ok, client} = Client.connect(address: address, local: false)
+    on_exit(fn -> Client.disconnect(client) end)
+
+    {:ok, session} =
+      HFBridge.open(client, "parquet",
+        data_files: ctx.path,
+        batch_size: @batch,
+        retry: [max_attempts: 3, base_delay: 10, max_delay: 50]
+      )
+
+    assert {:ok, %{seq: 0}} = Session.next_batch(session)
+    LocalServer.stop(server)
+    assert {:error, %HFBridge.Error{} = error} = drain(session)
+    assert error.message =~ "gave up after 3 recovery attempts"
+    assert Session.recoveries(session) == 3
+    Session.close(session)
+  end
+
+  defp drain(session) do
+    case Session.next_batch(session, 30_000) do
+      {:ok, _} -> drain(session)
+      other -> other
+    end
+  end
+end

@@ -1,0 +1,82 @@
+"""Worker -> front framing (py_worker.frames) and the one-buffer Batch encoder (arrow_ipc.encode_batch)."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import threading
+
+import pyarrow as pa
+import pytest
+
+from py_worker.arrow_ipc import batch_message, encode_batch, ipc_to_table, table_to_ipc
+from py_worker.frames import recv_frame, send_frame, socket_of
+from py_worker.wire import pb
+
+
+def _pair():
+    a, b = mp.Pipe(duplex=True)
+    return a, b, socket_of(a), socket_of(b)
+
+
+def test_frames_carry_headers_and_large_payloads_in_order():
+    a, b, sa, sb = _pair()
+    big = pa.py_buffer(bytes(range(256)) * 40_000)  # 10 MB: larger than any socket buffer
+    sent = [(("reply", 1, True, {"k": "v"}), None), (("batch", "s", 0, 3, "{}", False), big),
+            (("batch", "s", 1, 0, "{}", True), b"\x08\x01\x20\x01"), (("ready", 42), memoryview(b"xyz"))]
+
+    def writer() -> None:
+        for header, payload in sent:
+            send_frame(sa, header, payload)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    got = [recv_frame(sb) for _ in sent]
+    t.join()
+    assert [h for h, _ in got] == [h for h, _ in sent]
+    assert got[0][1] is None
+    assert got[1][1] == big.to_pybytes() and isinstance(got[1][1], bytes)
+    assert got[2][1] == b"\x08\x01\x20\x01"
+    assert got[3][1] == b"xyz"
+    for s in (sa, sb):
+        s.close()
+    a.close()
+    b.close()
+
+
+def test_commands_and_frames_share_the_duplex_pipe():
+    a, b, sa, sb = _pair()
+    a.send_bytes(b"command")  # front -> worker stays a multiprocessing message
+    send_frame(sb, ("reply", 7, True, None))  # worker -> front is a frame
+    assert b.recv_bytes() == b"command"
+    assert recv_frame(sa) == (("reply", 7, True, None), None)
+    for s in (sa, sb):
+        s.close()
+    a.close()
+    b.close()
+
+
+def test_a_peer_that_goes_away_mid_frame_is_an_eof():
+    a, b, sa, sb = _pair()
+    sa.sendall(b"\x00\x00\x00\x05\x00\x00\x00\x00\x00\x00\x00\x00ab")  # header of 5 bytes, only 2 sent
+    sa.close()
+    a.close()
+    with pytest.raises(EOFError):
+        recv_frame(sb)
+    sb.close()
+    b.close()
+
+
+@pytest.mark.parametrize("seq", [0, 1, 300, 2**40])
+def test_encode_batch_equals_the_two_step_encoding_and_parses(seq):
+    table = pa.table({
+        "id": pa.array(range(500)),
+        "text": pa.array([f"row {i} " * (i % 7) for i in range(500)]),
+        "tag": pa.array(["a", "b", None, "c"] * 125).dictionary_encode(),
+        "ids": pa.array([[i, i + 1] if i % 3 else None for i in range(500)]),
+    })
+    for piece in (table, table.slice(0, 0), table.slice(17, 211)):
+        data = encode_batch(seq, piece.num_rows, piece).to_pybytes()
+        assert data == batch_message(seq, piece.num_rows, table_to_ipc(piece))
+        msg = pb.Batch.FromString(data)
+        assert msg.seq == seq and msg.num_rows == piece.num_rows and not msg.end_of_data
+        assert ipc_to_table(msg.arrow_ipc).equals(piece)
