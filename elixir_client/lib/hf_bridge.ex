@@ -1,4 +1,9 @@
 defmodule HFBridge do
+  # Streams read sequentially to the end: a deeper read-ahead than a bare
+  # session's means fewer ReadBatches calls (client memory stays bounded by
+  # the HTTP/2 stream window).
+  @stream_read_ahead 16
+
   @stream_schema [
     client: [
       type: {:custom, __MODULE__, :check_client},
@@ -60,8 +65,8 @@ defmodule HFBridge do
 
   Streams are pull-driven: a session is opened when enumeration starts,
   a batch is fetched only when the consumer asks for it (with at most
-  `:read_ahead` batches in flight), batch `k` is acknowledged once the
-  consumer asks for data past it, and the session — and any local server the
+  `:read_ahead` batches in flight; #{@stream_read_ahead} unless given), batch `k`
+  is acknowledged once the consumer asks for data past it, and the session — and any local server the
   stream started — is closed when enumeration ends or is halted.
 
   ## Sessions
@@ -188,7 +193,7 @@ defmodule HFBridge do
       %{
         dataset: dataset,
         spec_opts: spec_opts,
-        session_opts: session_opts,
+        session_opts: Keyword.put_new(session_opts, :read_ahead, @stream_read_ahead),
         client_opts: client_opts,
         stream_opts: stream_opts
       }

@@ -2,12 +2,12 @@ defmodule HFBridge.Session do
   @schema [
     read_ahead: [
       type: :pos_integer,
-      default: 16,
+      default: 2,
       doc:
         "Batches the server may send ahead of what was asked for (each `ReadBatches` call " <>
           "is capped at this many batches). Client memory is bounded by the HTTP/2 stream " <>
           "window whatever the value; a larger value means fewer calls (each call start " <>
-          "costs a round trip)."
+          "costs a round trip). `HFBridge.stream/2` and `HFBridge.rows/2` default to 16."
     ],
     open_timeout: [
       type: :timeout,
