@@ -153,23 +153,39 @@ defmodule HFBridge.Client do
          {:ok, target} <- target(opts),
          opts = Keyword.put_new(opts, :owner, self()),
          {:ok, client} <- connect_to(target, opts) do
-      watch(opts[:owner], client.conn)
+      watch(opts[:owner], client)
       {:ok, client}
     end
   end
 
   # Closes the connection when the owner exits; ends with the connection.
-  defp watch(owner, conn) do
+  # Emits the `[:hf_bridge, :connection, :up | :down]` telemetry events.
+  defp watch(owner, %__MODULE__{conn: conn, address: address, tls: tls}) do
     spawn(fn ->
       owner_ref = Process.monitor(owner)
       conn_ref = Process.monitor(conn)
+      meta = %{address: address, tls: tls != false and tls != nil}
+      HFBridge.Telemetry.execute([:hf_bridge, :connection, :up], now(), meta)
 
-      receive do
-        {:DOWN, ^owner_ref, :process, _, _} -> HFBridge.GRPC.disconnect(conn)
-        {:DOWN, ^conn_ref, :process, _, _} -> :ok
-      end
+      reason =
+        receive do
+          {:DOWN, ^owner_ref, :process, _, _} ->
+            HFBridge.GRPC.disconnect(conn)
+            :owner_exited
+
+          {:DOWN, ^conn_ref, :process, _, reason} ->
+            reason
+        end
+
+      HFBridge.Telemetry.execute(
+        [:hf_bridge, :connection, :down],
+        now(),
+        Map.put(meta, :reason, reason)
+      )
     end)
   end
+
+  defp now, do: %{system_time: System.system_time()}
 
   @doc "Closes the connection and stops the local server this client started, if any."
   @spec disconnect(t()) :: :ok
@@ -192,8 +208,9 @@ defmodule HFBridge.Client do
   def reconnect(%__MODULE__{reconnect: {host, port, conn_opts}} = client, owner) do
     case HFBridge.GRPC.connect(host, port, conn_opts) do
       {:ok, conn} ->
-        watch(owner, conn)
-        {:ok, %{client | conn: conn, server: nil}}
+        client = %{client | conn: conn, server: nil}
+        watch(owner, client)
+        {:ok, client}
 
       {:error, %Error{}} = error ->
         error

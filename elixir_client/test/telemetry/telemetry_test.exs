@@ -58,9 +58,10 @@ defmodule HFBridge.TelemetryTest do
              :ok
   end
 
-  test "enabled?/0 agrees with whether :telemetry can be loaded" do
-    assert Telemetry.enabled?() == Code.ensure_loaded?(:telemetry)
-    assert Telemetry.refresh() == Telemetry.enabled?()
+  test "enabled?/0 holds when :telemetry can be loaded and its application runs" do
+    running? = :ets.whereis(:telemetry_handler_table) != :undefined
+    assert Telemetry.enabled?() == (Code.ensure_loaded?(:telemetry) and running?)
+    assert Telemetry.refresh() == Code.ensure_loaded?(:telemetry)
   end
 end
 
@@ -139,6 +140,24 @@ defmodule HFBridge.TelemetryPresentTest do
     assert_received {:event, [:hf_bridge, :ack, :start], %{system_time: _}, %{seq: 3}}
     assert_received {:event, [:hf_bridge, :ack, :stop], %{duration: d}, %{acked: true}}
     assert is_integer(d) and d >= 0
+  end
+
+  test "a client's connection emits :up, then :down with a reason" do
+    {:ok, server} = HFBridge.Test.InteropServer.start(:python)
+    on_exit(fn -> HFBridge.Test.InteropServer.stop(server) end)
+    attach("hf-conn", [[:hf_bridge, :connection, :up], [:hf_bridge, :connection, :down]])
+
+    {:ok, client} = HFBridge.Client.connect(address: "127.0.0.1:#{server.port}")
+    address = "127.0.0.1:#{server.port}"
+
+    assert_receive {:event, [:hf_bridge, :connection, :up], %{system_time: _},
+                    %{address: ^address}},
+                   5_000
+
+    HFBridge.Client.disconnect(client)
+
+    assert_receive {:event, [:hf_bridge, :connection, :down], _, %{address: ^address, reason: _}},
+                   5_000
   end
 
   test "span/3 emits exception and re-raises" do
