@@ -110,10 +110,11 @@ def test_cancel_stops_the_job_and_resume_finishes_it(tmp_path, data_dir):
 
     async def cancel_after_progress() -> list[int]:
         task = asyncio.ensure_future(consume())
-        while not any(ev.WhichOneof("event") == "progress" and ev.progress.rows > 0 for ev in seen):
+        running: list[int] = []
+        while not (running and any(ev.WhichOneof("event") == "progress" and ev.progress.rows > 0 for ev in seen)):
             assert not task.done(), "the export finished before it could be cancelled"
             await asyncio.sleep(0.01)
-        running = _job_children()
+            running = _job_children()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

@@ -156,6 +156,10 @@ def test_metrics_endpoint_counts_rpcs_batches_errors_and_restarts(tmp_path, data
                 c.ack(h.session_id, 99)  # INVALID_ARGUMENT
             with pytest.raises(Exception):
                 c.resume("x" * 20)  # NOT_FOUND
+            # A call is counted once its answer is on its way: the client can
+            # see the answer first, so wait for the last call to be counted.
+            assert wait_until(
+                lambda: value(scrape(mport), "hf_bridge_errors_total", '{code="NOT_FOUND"}') == 1, 10)
             text = scrape(mport)
             assert value(text, "hf_bridge_sessions_open") == 1
             assert value(text, "hf_bridge_batches_total") == 5

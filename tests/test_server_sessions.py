@@ -193,12 +193,17 @@ def test_killed_workers_are_restarted_and_sessions_continue(small_server):
         assert len(pids) == 2
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
-        with pytest.raises(Unavailable):
-            for _ in range(50):
-                list(c.read(h.session_id, max_batches=1))
+        # A read may fail with UNAVAILABLE while the pool restarts its workers,
+        # or be served at once if the front already noticed the deaths; either
+        # way the session continues from the acknowledged checkpoint.
+        rest = None
+        for _ in range(100):
+            try:
+                rest = list(c.read(h.session_id))
+                break
+            except Unavailable:
                 time.sleep(0.1)
-        # the session continues from the acknowledged checkpoint on a restarted worker
-        rest = list(c.read(h.session_id))
+        assert rest is not None, "the session never came back after its workers were killed"
         assert rest[0].seq == 2
         assert _ids(first[:2]) + _ids(rest) == list(range(500))
         assert sorted(small_server.worker_pids()) != sorted(pids)
