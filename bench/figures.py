@@ -234,9 +234,9 @@ def fig_tuning(run: Run) -> list[Row]:
     base = run.ours_inmem()
     value = base["bytes"] / base["seconds"] / MB
     rows = []
-    for key, label, flags in (("9a", "read_ahead 8", ["--read-ahead", "8"]),
+    for key, label, flags in (("9a", "read_ahead 32", ["--read-ahead", "32"]),
                               ("9b", "no per-batch Ack", ["--no-ack"]),
-                              ("9c", "read_ahead 8, no Ack", ["--read-ahead", "8", "--no-ack"])):
+                              ("9c", "read_ahead 32, no Ack", ["--read-ahead", "32", "--no-ack"])):
         row = Row(key, f"In-memory MB/s into Elixir, {label}", "MB/s", baseline_name="fig 2 defaults",
                   target="info", baseline=value)
         run.log(f"  ours: in-memory with {label}")
@@ -245,7 +245,7 @@ def fig_tuning(run: Run) -> list[Row]:
         row.ours = res["bytes"] / res["seconds"] / MB
         row.judge_ratio(0.0)
         row.status = "info"
-        row.details = {"ours": res, "note": "9a-9c: HFBridge.stream/2 options (defaults: read_ahead 2, ack true)"}
+        row.details = {"ours": res, "note": "9a-9c: HFBridge.stream/2 options (defaults: read_ahead 16, ack true)"}
         rows.append(row)
     return rows
 
@@ -429,8 +429,8 @@ FIGURES: dict[str, tuple[tuple[str, ...], Callable[[Run], list[Row]], list[tuple
     "export": (("7",), fig_export, [("7", "Parquet export MB/s")]),
     "elixir": (("8",), fig_elixir, [("8a", "HFBridge.rows/2 materialisation"), ("8b", "HFBridge.rows/2 values/s"),
                                     ("8c", "Elixir Arrow reader")]),
-    "tuning": (("9",), fig_tuning, [("9a", "In-memory MB/s, read_ahead 8"), ("9b", "In-memory MB/s, no Ack"),
-                                    ("9c", "In-memory MB/s, read_ahead 8, no Ack")]),
+    "tuning": (("9",), fig_tuning, [("9a", "In-memory MB/s, read_ahead 32"), ("9b", "In-memory MB/s, no Ack"),
+                                    ("9c", "In-memory MB/s, read_ahead 32, no Ack")]),
 }
 
 
