@@ -122,6 +122,11 @@ defmodule HFBridge.CLITest do
       assert Format.cell(<<0, 255, 1>>) == "<3 bytes>"
       assert Format.cell(nil) == "null"
       assert Format.cell(1.5) == "1.5"
+      # float32 values arrive widened to doubles; they print as written
+      assert Format.cell(0.44600000977516174) == "0.446"
+      assert Format.cell(0.1) == "0.1"
+      assert Format.cell(0.30000000000000004) == "0.30000000000000004"
+      assert Format.cell(1.0e300) == "1.0e300"
 
       assert Format.cell(%{"bytes" => <<0, 1>>, "path" => nil}) ==
                ~s({"bytes":"<2 bytes>","path":null})

@@ -63,7 +63,7 @@ defmodule HFBridge.CLI.Format do
     end
   end
 
-  def cell(value) when is_float(value), do: Float.to_string(value)
+  def cell(value) when is_float(value), do: short_float(value)
 
   def cell(value) when is_integer(value) or is_boolean(value) or is_atom(value),
     do: to_string(value)
@@ -92,6 +92,33 @@ defmodule HFBridge.CLI.Format do
   end
 
   defp cell_json(value), do: jsonable(value)
+
+  # A float32 column arrives widened to a double (0.446 shows as
+  # 0.44600000977516174): print the fewest significant digits that read back
+  # as the same float32. Doubles that are not float32 values print in full.
+  defp short_float(value) when is_float(value) and abs(value) < 3.0e38 do
+    bits = <<value::float-32>>
+    <<single::float-32>> = bits
+
+    if single == value do
+      Enum.find_value(1..9, Float.to_string(value), &float32_digits(value, bits, &1))
+    else
+      Float.to_string(value)
+    end
+  end
+
+  defp short_float(value), do: Float.to_string(value)
+
+  defp float32_digits(value, bits, digits) do
+    text = :io_lib.format("~.#{digits}g", [value]) |> IO.iodata_to_binary() |> String.trim()
+
+    with {parsed, ""} <- Float.parse(text),
+         true <- <<parsed::float-32>> == bits do
+      Float.to_string(parsed)
+    else
+      _ -> nil
+    end
+  end
 
   defp pairs?(list), do: list != [] and Enum.all?(list, &match?({k, _} when is_binary(k), &1))
 
