@@ -21,18 +21,26 @@ defmodule HFBridge.Explorer do
   @spec available?() :: boolean()
   def available?, do: Code.ensure_loaded?(Explorer.DataFrame)
 
-  @doc "`:ok` when Explorer is available, else the `:unavailable` error naming the package."
-  @spec ensure_available() :: :ok | {:error, Error.t()}
-  def ensure_available do
+  @doc """
+  `:ok` when Explorer is available, else the `:unavailable` error of `layer`
+  naming the package: `subject` says what needs it ("data frames need") and
+  `instead` what to do without it.
+  """
+  @spec ensure_available(Error.layer(), String.t(), String.t()) :: :ok | {:error, Error.t()}
+  def ensure_available(
+        layer \\ :arrow,
+        subject \\ "data frames need",
+        instead \\ "decode batches with HFBridge.Batch.table/2 instead"
+      ) do
     if available?() do
       :ok
     else
       {:error,
        Error.new(
-         :arrow,
+         layer,
          :unavailable,
-         "data frames need the :explorer package; add {:explorer, \"~> 0.10\"} to your " <>
-           "dependencies, or decode batches with HFBridge.Batch.table/2 instead"
+         "#{subject} the :explorer package; add {:explorer, \"~> 0.10\"} to your " <>
+           "dependencies, or #{instead}"
        )}
     end
   end

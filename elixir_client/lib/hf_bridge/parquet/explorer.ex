@@ -18,22 +18,16 @@ defmodule HFBridge.Parquet.Explorer do
 
   @doc "Whether `Explorer.DataFrame` is available."
   @spec available?() :: boolean()
-  def available?, do: Code.ensure_loaded?(Explorer.DataFrame)
+  defdelegate available?, to: HFBridge.Explorer
 
   @doc "`:ok` when Explorer is available, else the `:unavailable` error."
   @spec ensure_available() :: :ok | {:error, Error.t()}
   def ensure_available do
-    if available?() do
-      :ok
-    else
-      {:error,
-       Error.new(
-         :parquet,
-         :unavailable,
-         "HFBridge.Parquet.load/2 needs the :explorer package; add {:explorer, \"~> 0.10\"} to your " <>
-           "dependencies, or read the files listed by HFBridge.Parquet.files/2 with another Parquet reader"
-       )}
-    end
+    HFBridge.Explorer.ensure_available(
+      :parquet,
+      "HFBridge.Parquet.load/2 needs",
+      "read the files listed by HFBridge.Parquet.files/2 with another Parquet reader"
+    )
   end
 
   @doc """
