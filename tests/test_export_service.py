@@ -98,7 +98,14 @@ def small_dir(tmp_path_factory) -> Path:
     return make_parquet_dataset(tmp_path_factory.mktemp("small"), n_files=2, rows_per_file=800)
 
 
-def test_cancel_stops_the_job_and_resume_finishes_it(tmp_path, data_dir):
+@pytest.fixture(scope="module")
+def slow_dir(tmp_path_factory) -> Path:
+    """Enough rows that an export in 2-row batches is still running when it is cancelled."""
+    return make_parquet_dataset(tmp_path_factory.mktemp("slow"), n_files=4, rows_per_file=10_000, text_len=30)
+
+
+def test_cancel_stops_the_job_and_resume_finishes_it(tmp_path, slow_dir):
+    data_dir = slow_dir
     config = _config(tmp_path, data_dir)
     dest = tmp_path / "cancelled"
     request = _request(data_dir, dest, max_file_bytes=4_000, row_group_rows=100, batch_size=2)
@@ -128,13 +135,13 @@ def test_cancel_stops_the_job_and_resume_finishes_it(tmp_path, data_dir):
 
     events = asyncio.run(_collect(_request(data_dir, dest, max_file_bytes=4_000, row_group_rows=100, batch_size=2, resume=True), config))
     result = events[-1].result
-    assert result.rows == 6000
+    assert result.rows == 40_000
     ids = []
     import pyarrow.parquet as pq
 
     for f in json.loads(result.manifest_json)["files"]:
         ids.extend(pq.read_table(dest / f["path"], columns=["id"]).column("id").to_pylist())
-    assert ids == list(range(6000))
+    assert ids == list(range(40_000))
 
 
 def test_progress_formatting_and_throttle():
