@@ -26,6 +26,7 @@ class Limits:
     idle_ttl_seconds: float = 600.0
     open_deadline_seconds: float = 90.0
     prefetch_batches: int = 4
+    worker_prefetch_bytes: int = 512 * MiB
     checkpoint_ttl_seconds: float = 30 * 86400.0
 
     def __post_init__(self) -> None:
@@ -59,6 +60,8 @@ _HELP = {
     "idle_ttl_seconds": "sessions idle this long are reaped (still resumable by token)",
     "open_deadline_seconds": "deadline for opening or describing a dataset",
     "prefetch_batches": "batches prepared ahead per session",
+    "worker_prefetch_bytes": "bytes of prepared batches a worker holds across its sessions "
+    "(past it, each session keeps one batch ready)",
     "checkpoint_ttl_seconds": "stored checkpoints unused this long are deleted (resume tokens expire)",
 }
 

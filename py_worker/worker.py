@@ -17,8 +17,10 @@ optional raw payload, on the same socket; each header ends with a
 Each session has one thread that opens the dataset, iterates
 `with_format("arrow").iter(batch_size)`, splits tables by the byte cap,
 encodes every piece as a complete Batch message (one buffer, see
-`arrow_ipc.encode_batch`) and keeps up to `prefetch` of them ready; every
-credit the front grants lets it send one, from whichever thread has it. A checkpoint is `{"hf": state_dict, "skip": rows}`: the HF
+`arrow_ipc.encode_batch`) and keeps up to `prefetch` of them ready — and,
+once the worker's sessions together hold `--worker-prefetch-bytes`, only
+one; every credit the front grants lets it send one, from whichever thread
+has it. A checkpoint is `{"hf": state_dict, "skip": rows}`: the HF
 iterator state plus rows already delivered after it, so a wire batch cut
 from the middle of a HF batch still resumes exactly (see `_Session._items`).
 """
@@ -151,13 +153,17 @@ class _Session:
             if schema is None:
                 # Types are inferred lazily (JSON, CSV): report the schema of the first real batch.
                 try:
-                    self.ready.append(next(gen))
+                    first = next(gen)
+                    self.ready.append(first)
+                    self.worker.hold(_size(first))
                 except StopIteration:
                     self.done = True
                 schema = self.first_schema or (features.arrow_schema if features is not None else None)
         except BaseException as exc:  # noqa: BLE001 - every failure becomes a status
             err = from_exception(exc, f"opening '{self.spec.get('path')}'")
             self.worker.reply(self._req, False, (err.code.name, err.message))
+            self.worker.hold(-sum(_size(i) for i in self.ready))
+            self.ready.clear()
             self.worker.forget(self.sid, self)
             return
         self.worker.reply(self._req, True, {
@@ -169,15 +175,18 @@ class _Session:
             while True:
                 with self.cond:
                     while not self.closed and not (
-                        (self.credits > 0 and self.ready) or (len(self.ready) < self.prefetch and not self.done)
+                        (self.credits > 0 and self.ready) or self._may_prepare()
                     ):
                         if self.done and not self.ready:
                             break
-                        self.cond.wait()
+                        # Held back by the worker's byte budget: other sessions
+                        # free it without notifying this one, so look again soon.
+                        self.cond.wait(None if len(self.ready) >= self.prefetch or self.done else 0.05)
                     if self.closed or (self.done and not self.ready):
                         return
                     if self.credits > 0 and self.ready:
                         item = self.ready.popleft()
+                        self.worker.hold(-_size(item))
                         self.credits -= 1
                         produce = False
                     else:
@@ -198,9 +207,28 @@ class _Session:
                         self.done = True
                 with self.cond:
                     self.ready.append(item)
+                    self.worker.hold(_size(item))
         finally:
             gen.close() if hasattr(gen, "close") else None
+            with self.cond:
+                self.worker.hold(-sum(_size(i) for i in self.ready))
+                self.ready.clear()
             self.worker.forget(self.sid, self)
+
+    def _may_prepare(self) -> bool:
+        """Whether to prepare another batch: under `prefetch`, and one ready at least
+        whatever the worker's byte budget (so no session waits on another's)."""
+        if self.done or len(self.ready) >= self.prefetch:
+            return False
+        return not self.ready or self.worker.held_bytes < self.worker.config.limits.worker_prefetch_bytes
+
+
+def _size(item: tuple) -> int:
+    """Bytes of a ready item's payload (a pyarrow Buffer, bytes, or None)."""
+    payload = item[1]
+    if payload is None:
+        return 0
+    return payload.size if hasattr(payload, "size") else len(payload)
 
 
 class Worker:
@@ -214,6 +242,13 @@ class Worker:
         self.sessions: dict[str, _Session] = {}
         self._send_lock = threading.Lock()
         self._lock = threading.Lock()
+        self._held_lock = threading.Lock()
+        self.held_bytes = 0  # payload bytes of prepared, unsent batches across sessions
+
+    def hold(self, delta: int) -> None:
+        """Account `delta` bytes of prepared batches (negative when sent or dropped)."""
+        with self._held_lock:
+            self.held_bytes += delta
 
     def send(self, header: tuple, payload: Any = None) -> None:
         """Send one message (and its payload: bytes or a pyarrow Buffer) to the front; drops it when the pipe is gone."""
