@@ -36,7 +36,8 @@ python: $(PY_STAMP)
 proto: python
 
 elixir:
-	@if ! command -v mix >/dev/null 2>&1; then \
+	@if ! command -v mix >/dev/null 2>&1 || \
+	    ! erl -noshell -eval 'halt(case {code:which(ssl), code:which(httpc)} of {non_existing, _} -> 1; {_, non_existing} -> 1; _ -> 0 end)' >/dev/null 2>&1; then \
 	  echo "==> installing Elixir and Erlang/OTP from Debian"; \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq elixir erlang-dev erlang-ssl erlang-inets erlang-os-mon >/dev/null; \
