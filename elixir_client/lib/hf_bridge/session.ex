@@ -38,7 +38,10 @@ defmodule HFBridge.Session do
   its *owner* (the process that opened it, by default): when the owner exits,
   the session is closed on the server. Batches are fetched only when asked
   for (`next_batch/2`); the server sends at most `:read_ahead` batches beyond
-  those asked for.
+  those asked for. The first `ReadBatches` call asks for one batch and each
+  later call for twice as many as the one before, up to `:read_ahead`, so a
+  consumer that takes a few rows reads one batch while a long read soon
+  keeps `:read_ahead` batches in flight.
 
   ## Recovery
 
@@ -285,6 +288,7 @@ defmodule HFBridge.Session do
            info: info,
            owner_ref: owner_ref,
            read_ahead: opts[:read_ahead],
+           call_batches: 1,
            stream: nil,
            ack_task: nil,
            pending_ack: nil,
@@ -486,8 +490,8 @@ defmodule HFBridge.Session do
   defp close_reason({:shutdown, _}), do: :normal
   defp close_reason(_), do: :error
 
-  # Reads the next batch, opening a ReadBatches call capped at `read_ahead`
-  # batches when none is open. A call that ends without end_of_data has
+  # Reads the next batch, opening a ReadBatches call (capped at `read_ahead`
+  # batches, see ensure_stream/1) when none is open. A call that ends without end_of_data has
   # delivered its cap; the next call continues at the server's next_seq.
   defp fetch(state, timeout, empty_calls) do
     case ensure_stream(state) do
@@ -496,12 +500,18 @@ defmodule HFBridge.Session do
     end
   end
 
+  # The first call asks for one batch, so a consumer that takes a few rows
+  # reads one batch; each further call doubles, up to `read_ahead`.
   defp ensure_stream(%{stream: nil} = state) do
-    request = %{session_id: state.info.session_id, max_batches: state.read_ahead}
+    request = %{session_id: state.info.session_id, max_batches: state.call_batches}
 
     case Client.server_stream(state.client, :ReadBatches, request) do
-      {:ok, stream} -> {:ok, %{state | stream: stream}}
-      {:error, error} -> {:error, error}
+      {:ok, stream} ->
+        {:ok,
+         %{state | stream: stream, call_batches: min(state.call_batches * 2, state.read_ahead)}}
+
+      {:error, error} ->
+        {:error, error}
     end
   end
 
