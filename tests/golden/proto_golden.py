@@ -367,16 +367,7 @@ def hand_cases() -> list[tuple[str, Message]]:
 def unknown_tail() -> bytes:
     """Raw fields with numbers no hf_bridge message uses, of every wire type."""
 
-    def varint(n: int) -> bytes:
-        out = bytearray()
-        while True:
-            b = n & 0x7F
-            n >>= 7
-            if n:
-                out.append(b | 0x80)
-            else:
-                out.append(b)
-                return bytes(out)
+    from py_worker.arrow_ipc import varint
 
     def key(num: int, wt: int) -> bytes:
         return varint((num << 3) | wt)

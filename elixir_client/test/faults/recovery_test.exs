@@ -5,6 +5,8 @@ defmodule HFBridge.Faults.RecoveryTest do
   # connections; the rows equal what `datasets` yields in-process.
   use ExUnit.Case, async: false
 
+  import HFBridge.TestHelpers
+
   alias HFBridge.{Client, LocalServer, Session}
   alias HFBridge.ServerCase
 
@@ -147,13 +149,6 @@ defmodule HFBridge.Faults.RecoveryTest do
   end
 
   defp sha256(data), do: :crypto.hash(:sha256, data) |> Base.encode16(case: :lower)
-
-  defp free_port do
-    {:ok, l} = :gen_tcp.listen(0, ip: {127, 0, 0, 1})
-    {:ok, port} = :inet.port(l)
-    :gen_tcp.close(l)
-    port
-  end
 
   defp start_server!(ctx, port, metrics_port) do
     {:ok, server, address} =

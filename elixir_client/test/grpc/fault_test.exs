@@ -3,6 +3,8 @@ defmodule HFBridge.GRPC.FaultTest do
   # loopback :gen_tcp listener and against a real server that is killed.
   use ExUnit.Case, async: false
 
+  import HFBridge.TestHelpers
+
   alias HFBridge.GRPC
   alias HFBridge.GRPC.Connection
   alias HFBridge.HPACK
@@ -475,20 +477,5 @@ defmodule HFBridge.GRPC.FaultTest do
     assert Process.alive?(conn)
     assert %{calls: 0} = Connection.stats(conn)
     GRPC.disconnect(conn)
-  end
-
-  defp free_port do
-    {:ok, l} = :gen_tcp.listen(0, ip: {127, 0, 0, 1})
-    {:ok, port} = :inet.port(l)
-    :gen_tcp.close(l)
-    port
-  end
-
-  defp wait_until(fun, tries \\ 100) do
-    cond do
-      fun.() -> :ok
-      tries == 0 -> flunk("condition not reached")
-      true -> Process.sleep(20) && wait_until(fun, tries - 1)
-    end
   end
 end

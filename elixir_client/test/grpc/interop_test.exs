@@ -4,6 +4,8 @@ defmodule HFBridge.GRPC.InteropTest do
   # from tests/interop. Cases follow the gRPC interop test descriptions.
   use ExUnit.Case, async: false
 
+  import HFBridge.TestHelpers
+
   alias HFBridge.GRPC
   alias HFBridge.Test.{InteropMessages, InteropServer}
 
@@ -248,14 +250,6 @@ defmodule HFBridge.GRPC.InteropTest do
         assert peak > 128 * 1024
         GRPC.cancel(stream)
       end
-    end
-  end
-
-  defp wait_until(fun, tries \\ 100) do
-    cond do
-      fun.() -> :ok
-      tries == 0 -> flunk("condition not reached")
-      true -> Process.sleep(20) && wait_until(fun, tries - 1)
     end
   end
 end

@@ -20,46 +20,10 @@ defmodule HFBridge.ExportFixtures do
 
   @doc """
   Writes `files` Parquet shards of `rows` rows each into `dir` with HF
-  features (so exports carry them): `id` (int64, 0..n-1 in file order),
-  `label` (ClassLabel neg/pos), `text` (string, some nulls, non-ASCII),
-  `tokens` (list of strings), `emb` (3 float32), `meta` (struct), `day`
-  (date32). Returns the glob of the shards.
+  features (so exports carry them); `id` runs 0..n-1 in file order. The
+  dataset is `HFBridge.ServerCase.rich_parquet!/3`'s. Returns the glob.
   """
-  def write_dataset(dir, files, rows) do
-    File.mkdir_p!(dir)
-
-    code = ~S"""
-    import datetime, sys
-    import pyarrow as pa, pyarrow.parquet as pq
-    from datasets import ClassLabel, Features, List, Value
-
-    out, files, per = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    features = Features({
-        "id": Value("int64"),
-        "label": ClassLabel(names=["neg", "pos"]),
-        "text": Value("string"),
-        "tokens": List(Value("string")),
-        "emb": List(Value("float32"), length=3),
-        "meta": {"source": Value("string"), "score": Value("float64")},
-        "day": Value("date32"),
-    })
-    for f in range(files):
-        ids = range(f * per, (f + 1) * per)
-        table = pa.Table.from_pydict({
-            "id": list(ids),
-            "label": [i % 2 for i in ids],
-            "text": [None if i % 7 == 3 else f"row {i} \u00e9\u6f22" for i in ids],
-            "tokens": [[f"t{j}" for j in range(i % 4)] for i in ids],
-            "emb": [[i * 0.5, -1.25, float(i % 3)] for i in ids],
-            "meta": [{"source": "src" + str(i % 3), "score": i / 3} for i in ids],
-            "day": [datetime.date(1999, 12, 31) + datetime.timedelta(days=i) for i in ids],
-        }, schema=features.arrow_schema)
-        pq.write_table(table, f"{out}/train-{f:05d}-of-{files:05d}.parquet")
-    """
-
-    ServerCase.run_python!(code, [dir, Integer.to_string(files), Integer.to_string(rows)])
-    Path.join(dir, "*.parquet")
-  end
+  def write_dataset(dir, files, rows), do: ServerCase.rich_parquet!(dir, files, rows)
 
   @doc "Writes `files` shards of `rows` rows under `root/data` (see `write_dataset/3`); returns their glob."
   def make_dataset(root, files \\ 3, rows \\ 100),
