@@ -117,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             "loadavg_end": [round(x, 2) for x in os.getloadavg()],
             "figures": names,
             "versions": versions,
+            "elixir_vm_flags": elixir.erl_flags,
         }
 
     try:
@@ -138,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{opts.workers} workers, {os.cpu_count()} CPUs{' (quick)' if args.quick else ''}; "
           f"load average {load_start[0]:.1f} at start, {os.getloadavg()[0]:.1f} at end")
     print(text)
+    print(f"Elixir VM flags: {elixir.erl_flags or '(VM defaults)'} (HF_BRIDGE_BENCH_ERL_FLAGS; see HFBridge.Runtime)")
     notes = sorted({r.details.get("note", "") for r in rows if r.details.get("note")})
     for n in notes:
         print(f"note: {n}")

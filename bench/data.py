@@ -7,7 +7,9 @@ as `datasets` writes them) total at least the requested size. From them the
 same rows are also written as one Arrow IPC stream file (the in-memory
 variant: no Parquet decode), a directory of symlinks that repeats the shards
 (for the long-running memory figure) and a handful of single-batch IPC
-streams (for the Elixir Arrow reader figure).
+streams (for the Elixir Arrow reader figure). A `Dataset.save_to_disk` copy of
+the same rows (`saved/`, `SAVED_SHARDS` Arrow files) is what the server maps
+into memory for the in-memory variant.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ FORMAT_VERSION = 2
 SHARDS = 8
 ROW_GROUP_ROWS = 10_000
 BATCH_ROWS = 1024
+SAVED_SHARDS = 8
 MiB = 1024 * 1024
 
 SCHEMA = pa.schema([
@@ -52,6 +55,7 @@ class BenchData:
     arrow_file: Path
     arrow_bytes: int
     ipc_dir: Path
+    saved_dir: Path
 
     @property
     def parquet_glob(self) -> str:
@@ -147,6 +151,7 @@ def ensure(size_mb: int, log=print) -> BenchData:
     if meta.exists():
         m = json.loads(meta.read_text())
         if m.get("version") == FORMAT_VERSION:
+            ensure_saved(root / "all.arrows", root / "saved", log)
             return _from_meta(root, m)
     root.mkdir(parents=True, exist_ok=True)
     pdir = root / "parquet"
@@ -197,6 +202,7 @@ def ensure(size_mb: int, log=print) -> BenchData:
         with pa.ipc.new_stream(s, SCHEMA) as w:
             w.write_batch(batch)
         (ipc_dir / f"batch-{i:03d}.arrows").write_bytes(s.getvalue().to_pybytes())
+    ensure_saved(arrow_file, root / "saved", log, rebuild=True)
     m = {"version": FORMAT_VERSION, "rows": start, "files": [f.name for f in files],
          "parquet_bytes": total, "arrow_bytes": arrow_file.stat().st_size}
     meta.write_text(json.dumps(m))
@@ -216,7 +222,34 @@ def _from_meta(root: Path, m: dict) -> BenchData:
         arrow_file=root / "all.arrows",
         arrow_bytes=int(m["arrow_bytes"]),
         ipc_dir=root / "ipc",
+        saved_dir=root / "saved",
     )
+
+
+def ensure_saved(arrow_file: Path, saved_dir: Path, log=print, rebuild: bool = False) -> Path:
+    """Build (or reuse, unless `rebuild`) `saved_dir`: the rows of `arrow_file` written by `Dataset.save_to_disk`.
+
+    Written under a temporary name and renamed when complete, so an
+    interrupted build is never taken for a whole one.
+    """
+    if not rebuild and (saved_dir / "state.json").is_file():
+        return saved_dir
+    import shutil
+
+    import datasets
+
+    t0 = time.perf_counter()
+    tmp = saved_dir.with_name(saved_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    datasets.disable_progress_bars()
+    ds = datasets.Dataset.from_file(str(arrow_file), in_memory=False)
+    shards = min(SAVED_SHARDS, max(1, len(ds)))
+    ds.save_to_disk(str(tmp), num_shards=shards)
+    shutil.rmtree(saved_dir, ignore_errors=True)
+    os.replace(tmp, saved_dir)
+    log(f"  data: wrote {saved_dir.name}/ ({len(ds)} rows, save_to_disk in {shards} shards) "
+        f"in {time.perf_counter() - t0:.0f} s")
+    return saved_dir
 
 
 def warm(paths: list[Path]) -> None:

@@ -12,13 +12,19 @@ from bench.procs import MAIN_DIR, BenchError, base_env, run_tagged
 
 ELIXIR_DIR = MAIN_DIR / "elixir_client"
 SCRIPTS = Path(__file__).resolve().parent / "elixir"
+# The VM flags the README recommends for hf_bridge clients (see HFBridge.Runtime): binaries up to
+# 8 MiB go to multiblock carriers instead of one fresh mmap each, which is what a stream of
+# megabyte batches allocates. `HF_BRIDGE_BENCH_ERL_FLAGS` overrides them ("" for the VM defaults).
+RECOMMENDED_ERL_FLAGS = "+MBsbct 8192"
 
 
 class Elixir:
     """Compiles the client once (its own build dir, MIX_ENV=prod), then runs scripts without recompiling."""
 
-    def __init__(self, build_path: str | None = None) -> None:
+    def __init__(self, build_path: str | None = None, erl_flags: str | None = None) -> None:
         self.build_path = build_path or os.environ.get("HF_BRIDGE_BENCH_BUILD", "/tmp/hb_build_bench")
+        self.erl_flags = erl_flags if erl_flags is not None else os.environ.get(
+            "HF_BRIDGE_BENCH_ERL_FLAGS", RECOMMENDED_ERL_FLAGS)
         self.error: str | None = None
         self.compiled = False
 
@@ -27,6 +33,7 @@ class Elixir:
         env = base_env()
         env["MIX_ENV"] = "prod"
         env["MIX_BUILD_PATH"] = self.build_path
+        env["ELIXIR_ERL_OPTIONS"] = self.erl_flags
         env.pop("CI", None)
         return env
 
@@ -61,12 +68,18 @@ class Elixir:
             return "unknown"
         return " / ".join(ln.strip() for ln in out.splitlines() if ln.strip())
 
-    def run(self, script: str, args: Sequence[str], timeout: float) -> dict:
-        """Run bench/elixir/`script` and return its BENCH fields (BenchError on any failure)."""
+    def run(self, script: str, args: Sequence[str], timeout: float, erl_flags: str | None = None) -> dict:
+        """Run bench/elixir/`script` and return its BENCH fields (BenchError on any failure).
+
+        `erl_flags` replaces the VM flags for this run ("" for the VM's defaults).
+        """
         if not self.compile():
             raise BenchError(self.error or "elixir unavailable")
+        env = self.env()
+        if erl_flags is not None:
+            env["ELIXIR_ERL_OPTIONS"] = erl_flags
         res = run_tagged(["mix", "run", "--no-compile", str(SCRIPTS / script), *args], "BENCH", timeout,
-                         cwd=ELIXIR_DIR, env=self.env())
+                         cwd=ELIXIR_DIR, env=env)
         if "error" in res:
             raise BenchError(f"{script}: {res['error']}"[:400])
         return res

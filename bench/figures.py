@@ -7,6 +7,7 @@ from `load_dataset` (A) or the call (B, C, D) to the last batch.
 
 from __future__ import annotations
 
+import os
 import shutil
 import statistics
 import sys
@@ -107,18 +108,35 @@ class Run:
             self.cache[key] = fn()
         return self.cache[key]
 
-    def read_exs(self, *args: str, files: str | None = None, timeout: float | None = None) -> dict:
-        """Run read.exs against our server; adds `cpu`: CPU seconds of the front, each worker and the BEAM."""
+    def read_exs(self, *args: str, files: str | None = None, timeout: float | None = None,
+                 erl_flags: str | None = None) -> dict:
+        """Run read.exs against our server; adds `cpu`: CPU seconds of the front, each worker and the BEAM.
+
+        `erl_flags` replaces the VM flags of this run (see `Elixir.run`).
+        """
         server = self.ours()
         before = cpu_tree(server.pid)
-        res = self.elixir.run("read.exs", ["--address", server.address, "--files", files or self.data.parquet_glob,
+        files = self.data.parquet_glob if files is None else files
+        res = self.elixir.run("read.exs", ["--address", server.address, *(["--files", files] if files else []),
                                            "--batch-size", str(BATCH_ROWS), *args],
-                              timeout or self.opts.stream_timeout)
+                              timeout or self.opts.stream_timeout, erl_flags=erl_flags)
         after = cpu_tree(server.pid)
         cpu = {"front" if p == server.pid else f"pid{p}": round(after[p] - before.get(p, 0.0), 2) for p in after}
         cpu["beam"] = round(res.get("cpu_seconds", 0.0), 2)
         cpu["wall"] = round(res["seconds"], 2)
         res["cpu"] = {k: v for k, v in cpu.items() if v > 0.005}
+        return res
+
+    def read_inmem(self, *args: str, erl_flags: str | None = None) -> dict:
+        """`read_exs` over the in-memory variant: the `save_to_disk` copy (memory-mapped by the
+        worker), or the Arrow IPC file through `datasets`' arrow builder when the copy is missing."""
+        saved = getattr(self.data, "saved_dir", None)
+        if saved is not None and Path(saved).exists():
+            res = self.read_exs("--dataset", str(saved), *args, files="", erl_flags=erl_flags)
+            res["source"] = "saved"
+        else:
+            res = self.read_exs("--dataset", "arrow", *args, files=self.data.arrow_glob, erl_flags=erl_flags)
+            res["source"] = "arrow"
         return res
 
     def warm_up(self) -> None:
@@ -139,8 +157,7 @@ class Run:
         """Figure 2's measurement: one session over the Arrow IPC file, bytes received in Elixir."""
         def run() -> dict:
             self.log("  ours: one session, Arrow IPC file -> Elixir (bytes only)")
-            return self.best(lambda: self.read_exs("--dataset", "arrow", "--decode", "none",
-                                                   files=self.data.arrow_glob))
+            return self.best(lambda: self.read_inmem("--decode", "none"))
         return self.cached("ours_inmem", run)
 
     def baseline_a(self) -> dict:
@@ -207,8 +224,12 @@ def fig_inmem(run: Run) -> list[Row]:
             errors.append(f"{label}: {exc}")
     ours = run.ours_inmem()
     value = ours["bytes"] / ours["seconds"] / MB
-    note = ("the server has no in-memory mode: ours reads the same rows from an Arrow IPC stream file "
-            "held in the page cache (the `arrow` builder: no Parquet decode); B and C hold the table in memory")
+    if ours.get("source") == "saved":
+        note = ("ours serves the same rows saved with `Dataset.save_to_disk` (memory-mapped Arrow, in the page "
+                "cache, no decode); B and C hold the table in memory")
+    else:
+        note = ("no `save_to_disk` copy of the data: ours reads the same rows from an Arrow IPC stream file "
+                "held in the page cache (the `arrow` builder: no Parquet decode); B and C hold the table in memory")
     for row in (rb, rc):
         row.ours = value
         row.details["ours"] = ours
@@ -234,18 +255,19 @@ def fig_tuning(run: Run) -> list[Row]:
     base = run.ours_inmem()
     value = base["bytes"] / base["seconds"] / MB
     rows = []
-    for key, label, flags in (("9a", "read_ahead 32", ["--read-ahead", "32"]),
-                              ("9b", "no per-batch Ack", ["--no-ack"]),
-                              ("9c", "read_ahead 32, no Ack", ["--read-ahead", "32", "--no-ack"])):
+    for key, label, flags, erl in (("9a", "read_ahead 32", ["--read-ahead", "32"], None),
+                                   ("9b", "no Ack", ["--no-ack"], None),
+                                   ("9c", "read_ahead 32, no Ack", ["--read-ahead", "32", "--no-ack"], None),
+                                   ("9d", "VM default flags (no +MBsbct)", [], "")):
         row = Row(key, f"In-memory MB/s into Elixir, {label}", "MB/s", baseline_name="fig 2 defaults",
                   target="info", baseline=value)
         run.log(f"  ours: in-memory with {label}")
-        res = run.best(lambda: run.read_exs("--dataset", "arrow", "--decode", "none", *flags,
-                                            files=run.data.arrow_glob))
+        res = run.best(lambda: run.read_inmem("--decode", "none", *flags, erl_flags=erl))
         row.ours = res["bytes"] / res["seconds"] / MB
         row.judge_ratio(0.0)
         row.status = "info"
-        row.details = {"ours": res, "note": "9a-9c: HFBridge.stream/2 options (defaults: read_ahead 16, ack true)"}
+        row.details = {"ours": res, "note": "9a-9d: HFBridge.stream/2 options and VM flags (fig 2 runs with "
+                                          f"read_ahead 16, ack on, VM flags '{run.elixir.erl_flags}')"}
         rows.append(row)
     return rows
 
@@ -286,7 +308,13 @@ def fig_concurrent(run: Run) -> list[Row]:
     run.log("  ours: four concurrent sessions (shard i of 4 each)")
     four = run.best(lambda: run.read_exs("--decode", "arrow", "--sessions", "4"))
     row.ours = four["rows"] / four["seconds"]
-    row.details = {"four": four}
+    # With every process CPU-bound, the ratio cannot exceed cores / (cores one session keeps busy).
+    cores = os.cpu_count() or 1
+    busy = _cpu_total(one) / one["seconds"]
+    row.details = {"four": four, "one_session_busy_cores": round(busy, 2),
+                   "ceiling_on_this_machine": round(cores / busy, 2) if busy else None,
+                   "note": f"4: one session keeps {busy:.2f} of {cores} cores busy (server processes and BEAM), "
+                           f"so four sessions can reach at most {cores / busy if busy else 0:.2f}x here"}
     return [row.judge_ratio(1.6)]
 
 
@@ -430,7 +458,8 @@ FIGURES: dict[str, tuple[tuple[str, ...], Callable[[Run], list[Row]], list[tuple
     "elixir": (("8",), fig_elixir, [("8a", "HFBridge.rows/2 materialisation"), ("8b", "HFBridge.rows/2 values/s"),
                                     ("8c", "Elixir Arrow reader")]),
     "tuning": (("9",), fig_tuning, [("9a", "In-memory MB/s, read_ahead 32"), ("9b", "In-memory MB/s, no Ack"),
-                                    ("9c", "In-memory MB/s, read_ahead 32, no Ack")]),
+                                    ("9c", "In-memory MB/s, read_ahead 32, no Ack"),
+                                    ("9d", "In-memory MB/s, VM default flags")]),
 }
 
 

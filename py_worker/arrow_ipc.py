@@ -71,14 +71,24 @@ def _write_ipc(sink: pa.NativeFile, table: pa.Table) -> None:
             writer.write_batch(batch)
 
 
+def single_chunk(table: pa.Table) -> pa.Table:
+    """`table` with every column in one chunk (copied only when some column has several)."""
+    if any(col.num_chunks > 1 for col in table.columns):
+        return table.combine_chunks()
+    return table
+
+
 def encode_batch(seq: int, num_rows: int, table: pa.Table) -> pa.Buffer:
     """The serialised `Batch{seq, num_rows, arrow_ipc: IPC stream of table}` in one buffer.
 
-    Same bytes as `batch_message(seq, num_rows, table_to_ipc(table))`, but the
-    IPC stream is written once, straight into a buffer of the exact final size:
-    a first pass on a `MockOutputStream` only measures it (no data copied), so
-    the Arrow data is copied exactly once and no growing buffer is reallocated.
+    Same bytes as `batch_message(seq, num_rows, table_to_ipc(single_chunk(table)))`:
+    the IPC stream holds one record batch whatever the table's chunking. It is
+    written once, straight into a buffer of the exact final size: a first pass
+    on a `MockOutputStream` only measures it (no data copied), so the Arrow
+    data is copied once (twice when chunks had to be combined) and no growing
+    buffer is reallocated.
     """
+    table = single_chunk(table)
     mock = pa.MockOutputStream()
     _write_ipc(mock, table)
     size = mock.size()
@@ -102,10 +112,18 @@ def split_table(table: pa.Table, start: int, max_bytes: int) -> Iterator[tuple[i
 
     Yields `(end_row, piece)`; a single row larger than the cap travels alone.
     """
+    for end_row, piece in slice_table(table, start, max_bytes):
+        yield end_row, single_chunk(piece)
+
+
+def slice_table(table: pa.Table, start: int, max_bytes: int) -> Iterator[tuple[int, pa.Table]]:
+    """Like `split_table`, but the pieces are zero-copy slices that may span chunks.
+
+    Combining chunks is left to whoever encodes the piece (`encode_batch`), so
+    cutting a table costs no copy.
+    """
     if table.num_rows == 0 or start >= table.num_rows:
         return
-    if any(col.num_chunks != 1 for col in table.columns):
-        table = table.combine_chunks()
     n = table.num_rows
     total = table.nbytes
     if total <= max_bytes and start == 0:

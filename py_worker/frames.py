@@ -6,26 +6,40 @@ stream socket pair on POSIX). Commands (front -> worker) stay small pickled
 the same socket, because they carry the batches:
 
     frame   = length prefix | header | payload
-    prefix  = struct "!IQ": header length, payload length (network byte order)
+    prefix  = struct "!IQQQ": header length, inline payload length,
+              ring position, ring payload length (network byte order)
     header  = a pickled tuple
-    payload = raw bytes (a serialised `Batch`), possibly empty
+    payload = raw bytes (a serialised `Batch`), possibly empty: either inline
+              after the header, or in the worker's shared ring
 
-The sender hands the payload to the kernel straight from its Arrow buffer
-(`sendmsg` gathers prefix, header and payload; no join in Python), and the
-receiver reads each part with one `recv(n, MSG_WAITALL)` into a `bytes` object
-of exactly that size, which gRPC then sends as it is. So a batch is copied by
-Python code zero times between the worker's encoder and gRPC.
+Large payloads travel through a `Ring`: a shared-memory buffer the worker
+creates (a memfd) and the front maps once it has the worker's "ready"
+message. The worker copies the payload into the ring and sends only the
+prefix and header; the front copies it out into the `bytes` object gRPC sends
+and publishes how far it has read. Frames arrive in order, so the ring is
+consumed in order: one producer, one consumer, no locks. A payload that does
+not fit (ring full, or larger than the ring) goes inline instead, so a slow
+front never blocks the worker on the ring.
+
+Inline, the sender hands the payload to the kernel straight from its Arrow
+buffer (`sendmsg` gathers prefix, header and payload; no join in Python), and
+the receiver reads it with one `recv(n, MSG_WAITALL)` into a `bytes` object of
+exactly that size. Either way a batch is copied once between the worker's
+encoder and gRPC.
 """
 
 from __future__ import annotations
 
+import mmap
 import os
 import pickle
 import socket
 import struct
 from typing import Any
 
-PREFIX = struct.Struct("!IQ")
+PREFIX = struct.Struct("!IQQQ")
+# Payloads from this size up go through the ring when one is attached.
+RING_MIN_BYTES = 64 * 1024
 # Unix socket buffer requested on both ends (the kernel caps it at net.core.wmem_max/rmem_max).
 SOCKET_BUFFER = 4 * 1024 * 1024
 
@@ -42,14 +56,108 @@ def socket_of(conn: Any) -> socket.socket:
     return sock
 
 
-def send_frame(sock: socket.socket, header: tuple, payload: Any = None) -> None:
-    """Send one frame; `payload` is None or any buffer (bytes, memoryview, pyarrow Buffer). Not thread-safe."""
+class RingError(ValueError):
+    """A ring reference that does not describe bytes the producer wrote: the peer cannot be trusted."""
+
+
+class Ring:
+    """A single-producer, single-consumer byte ring in shared memory for batch payloads.
+
+    Positions are absolute byte counts (they only grow); `pos % size` is the
+    offset in the data area. The first 8 bytes of the mapping hold the
+    consumer's position, which the producer reads to know what is free. A
+    payload never wraps: when the tail of the area is too short, the producer
+    skips to the start, and the consumer's next release covers the skip.
+    """
+
+    HEAD = 64  # the consumer's position (8 bytes), padded to a cache line
+
+    def __init__(self, mm: mmap.mmap, size: int, fd: int | None = None) -> None:
+        self.mm = mm
+        self.size = size
+        self.fd = fd
+        self.view = memoryview(mm)
+        self.head = 0  # producer: next free absolute position
+        self.tail = 0  # consumer: everything before it was read
+
+    @classmethod
+    def create(cls, size: int) -> "Ring":
+        """A new ring on an anonymous memfd (producer side). Raises OSError where memfds are unavailable."""
+        fd = os.memfd_create("hf_bridge-ring", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(fd, cls.HEAD + size)
+            mm = mmap.mmap(fd, cls.HEAD + size)
+        except BaseException:
+            os.close(fd)
+            raise
+        return cls(mm, size, fd)
+
+    @classmethod
+    def attach(cls, pid: int, fd: int, size: int) -> "Ring":
+        """Map the ring that process `pid` created as descriptor `fd` (consumer side; OSError when not allowed)."""
+        own = os.open(f"/proc/{int(pid)}/fd/{int(fd)}", os.O_RDWR)
+        try:
+            if os.fstat(own).st_size != cls.HEAD + size:
+                raise OSError(f"ring of process {pid} has an unexpected size")
+            mm = mmap.mmap(own, cls.HEAD + size)
+        finally:
+            os.close(own)
+        return cls(mm, size)
+
+    def close(self) -> None:
+        """Unmap (and close the memfd on the producer side)."""
+        self.view.release()
+        self.mm.close()
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    # -- producer --
+    def put(self, body: memoryview) -> int | None:
+        """Copy `body` into the ring; its absolute position, or None when it does not fit now."""
+        n = body.nbytes
+        if n > self.size:
+            return None
+        consumed = struct.unpack_from("<Q", self.mm, 0)[0]
+        start = self.head
+        off = start % self.size
+        if off + n > self.size:
+            start += self.size - off
+            off = 0
+        if start + n - consumed > self.size:
+            return None
+        self.view[self.HEAD + off:self.HEAD + off + n] = body
+        self.head = start + n
+        return start
+
+    # -- consumer --
+    def take(self, pos: int, n: int) -> bytes:
+        """The `n` bytes at absolute position `pos`, copied out; releases them and everything before."""
+        off = pos % self.size
+        if pos < self.tail or n > self.size or off + n > self.size or pos - self.tail > self.size:
+            raise RingError(f"ring reference {pos}+{n} is outside the ring (read up to {self.tail})")
+        data = bytes(self.view[self.HEAD + off:self.HEAD + off + n])
+        self.tail = pos + n
+        struct.pack_into("<Q", self.mm, 0, self.tail)
+        return data
+
+
+def send_frame(sock: socket.socket, header: tuple, payload: Any = None, ring: Ring | None = None) -> None:
+    """Send one frame; `payload` is None or any buffer (bytes, memoryview, pyarrow Buffer). Not thread-safe.
+
+    With a `ring`, a payload of `RING_MIN_BYTES` or more goes through it when it fits.
+    """
     head = pickle.dumps(header, protocol=pickle.HIGHEST_PROTOCOL)
     if payload is None:
-        sock.sendall(PREFIX.pack(len(head), 0) + head)
+        sock.sendall(PREFIX.pack(len(head), 0, 0, 0) + head)
         return
     body = memoryview(payload).cast("B")
-    parts = [PREFIX.pack(len(head), body.nbytes) + head, body]
+    if ring is not None and body.nbytes >= RING_MIN_BYTES:
+        pos = ring.put(body)
+        if pos is not None:
+            sock.sendall(PREFIX.pack(len(head), 0, pos, body.nbytes) + head)
+            return
+    parts = [PREFIX.pack(len(head), body.nbytes, 0, 0) + head, body]
     while parts:
         sent = sock.sendmsg(parts)
         while parts and sent >= len(parts[0]):
@@ -75,8 +183,13 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
     return b"".join(parts)
 
 
-def recv_frame(sock: socket.socket) -> tuple[tuple, bytes | None]:
-    """The next `(header, payload)`; payload is None when empty. EOFError/OSError when the socket is gone."""
-    head_len, body_len = PREFIX.unpack(_recv_exact(sock, PREFIX.size))
+def recv_frame(sock: socket.socket, ring: Ring | None = None) -> tuple[tuple, bytes | None]:
+    """The next `(header, payload)`; payload is None when empty. EOFError/OSError when the socket is gone,
+    RingError when the frame refers to a ring that is not attached or to bytes outside it."""
+    head_len, body_len, ring_pos, ring_len = PREFIX.unpack(_recv_exact(sock, PREFIX.size))
     header = pickle.loads(_recv_exact(sock, head_len))
+    if ring_len:
+        if ring is None:
+            raise RingError("a frame refers to a shared ring that is not attached")
+        return header, ring.take(ring_pos, ring_len)
     return header, (_recv_exact(sock, body_len) if body_len else None)

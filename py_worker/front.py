@@ -390,7 +390,7 @@ class Front:
             ckpt = s.pending.get(seq)
             if ckpt is None:
                 raise FailedPrecondition(f"the checkpoint of batch {seq} is no longer held; ack more often")
-            ok = await asyncio.to_thread(self.store.commit, s.token, seq, ckpt)
+            ok = self.store.commit(s.token, seq, ckpt)
             if not ok:
                 raise NotFound(f"session '{s.session_id}' has no stored record")
             s.acked_seq = seq

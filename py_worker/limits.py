@@ -27,12 +27,16 @@ class Limits:
     open_deadline_seconds: float = 90.0
     prefetch_batches: int = 4
     worker_prefetch_bytes: int = 512 * MiB
+    worker_ring_bytes: int = 64 * MiB
     checkpoint_ttl_seconds: float = 30 * 86400.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if value <= 0:
+            if f.name in _ZERO_ALLOWED:
+                if value < 0:
+                    raise ValueError(f"limit {f.name} must be 0 or more, got {value}")
+            elif value <= 0:
                 raise ValueError(f"limit {f.name} must be positive, got {value}")
         if self.max_sessions_per_client > self.max_sessions:
             raise ValueError("max_sessions_per_client must not exceed max_sessions")
@@ -49,6 +53,9 @@ class Limits:
         return "--" + name.replace("_", "-")
 
 
+# Limits where 0 means "off".
+_ZERO_ALLOWED = frozenset({"worker_ring_bytes"})
+
 _HELP = {
     "max_sessions": "open sessions in the whole server",
     "max_sessions_per_client": "open sessions per client connection (gRPC peer)",
@@ -62,6 +69,8 @@ _HELP = {
     "prefetch_batches": "batches prepared ahead per session",
     "worker_prefetch_bytes": "bytes of prepared batches a worker holds across its sessions "
     "(past it, each session keeps one batch ready)",
+    "worker_ring_bytes": "shared memory per worker through which batches reach the front without a "
+    "socket copy (0: off; payloads that do not fit go over the socket)",
     "checkpoint_ttl_seconds": "stored checkpoints unused this long are deleted (resume tokens expire)",
 }
 

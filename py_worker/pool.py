@@ -4,7 +4,10 @@ Each worker is a `multiprocessing` spawn process connected by one duplex
 pipe (a Unix socket pair): commands go out as pickled `send_bytes` messages,
 and a reader thread per worker receives the worker's frames (`py_worker.frames`:
 headers plus raw batch bytes, read without copies in Python) and turns them
-into calls on the asyncio loop. A worker that dies is restarted under the same name; the
+into calls on the asyncio loop. A worker that offers a shared ring in its
+"ready" message (`("ready", pid, ring_fd, ring_size)`) gets it mapped by the
+reader thread and is then told `("ring_ok",)`; from then on large payloads
+arrive through the ring. A worker that dies is restarted under the same name; the
 `on_death` callback lets the front fail in-flight calls and re-home sessions.
 """
 
@@ -21,7 +24,7 @@ from typing import Any, Callable
 
 from py_worker.config import ServerConfig
 from py_worker.errors import Unavailable, error_for
-from py_worker.frames import recv_frame, socket_of
+from py_worker.frames import Ring, recv_frame, socket_of
 
 
 def log(text: str) -> None:
@@ -74,10 +77,14 @@ class WorkerHandle:
     def _reader(self, conn: Any, gen: int, proc: Any) -> None:
         loop = self.pool.loop
         sock = None
+        ring: Ring | None = None
         try:
             sock = socket_of(conn)
             while True:
-                header, payload = recv_frame(sock)
+                header, payload = recv_frame(sock, ring)
+                if header[0] == "ready" and len(header) >= 4 and header[2] is not None and header[3] and ring is None:
+                    ring = self._attach_ring(header[1], header[2], header[3])
+                    header = ("ready", header[1], ring is not None)
                 try:
                     loop.call_soon_threadsafe(self.pool._dispatch, self, header, payload)
                 except RuntimeError:
@@ -93,10 +100,20 @@ class WorkerHandle:
         finally:
             if sock is not None:
                 sock.close()
+            if ring is not None:
+                ring.close()
             try:
                 loop.call_soon_threadsafe(self.pool._died, self, gen)
             except RuntimeError:
                 pass  # the event loop is closed: the server is gone
+
+    def _attach_ring(self, pid: int, fd: int, size: int) -> Ring | None:
+        """Map the worker's ring; None (payloads stay on the socket) when that is not possible here."""
+        try:
+            return Ring.attach(pid, fd, size)
+        except (OSError, ValueError, TypeError) as exc:
+            log(f"worker {self.name}: shared ring unavailable ({exc}); batches go over the socket")
+            return None
 
     def send(self, cmd: tuple) -> None:
         """Send a command; raises Unavailable when the worker is gone."""
@@ -153,6 +170,11 @@ class Pool:
     def _dispatch(self, worker: WorkerHandle, header: tuple, payload: bytes | None) -> None:
         if header[0] == "ready":
             worker.pid = header[1]
+            if len(header) > 2 and header[2]:
+                try:
+                    worker.send(("ring_ok",))
+                except Unavailable:
+                    pass
             worker.ready.set()
             return
         if header[0] == "reply":

@@ -18,6 +18,7 @@ from py_worker.config import ServerConfig
 from py_worker.errors import BridgeError, Internal, from_exception
 from py_worker.errors import InvalidArgument
 from py_worker.front import Front
+from py_worker.memory import tune_malloc
 from py_worker.metrics import Metrics, MetricsInterceptor, MetricsServer
 from py_worker.pool import Pool, log
 from py_worker.wire import SERVICE_NAME, pb
@@ -233,4 +234,5 @@ async def serve(config: ServerConfig, opts: ServeOptions) -> int:
 
 def run(config: ServerConfig, opts: ServeOptions) -> int:
     """Blocking entry used by the CLI."""
+    tune_malloc()  # before the workers are spawned: they inherit it through the environment
     return asyncio.run(serve(config, opts))

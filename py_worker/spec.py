@@ -4,6 +4,14 @@
 `describe` answers GetInfo. The pipeline applied to the source is, in order:
 select columns -> shard -> shuffle -> skip -> take (filters are pushed into
 the Parquet reader). `trust_remote_code` is never enabled.
+
+A local folder written by `Dataset.save_to_disk` / `DatasetDict.save_to_disk`
+(it holds `state.json` or `dataset_dict.json`) is served memory-mapped: it is
+opened with `datasets.load_from_disk(keep_in_memory=False)` and streamed with
+`Dataset.to_iterable_dataset(num_shards=N)`, N chosen by `saved_num_shards`
+(one shard per Arrow file of the split, more when a shard selection asks for
+more), so every open of the same spec yields the same shards and checkpoints
+resume exactly. A plain saved `Dataset` is the one split "train".
 """
 
 from __future__ import annotations
@@ -32,6 +40,10 @@ DEFAULT_SHUFFLE_BUFFER = 1000
 # `datasets` is not thread-safe while it resolves and prepares builders; opening is
 # serialised per process (iteration itself runs concurrently).
 OPEN_LOCK = threading.RLock()
+# `save_to_disk` folders: a Dataset has state.json, a DatasetDict dataset_dict.json.
+SAVED_DATASET_STATE = "state.json"
+SAVED_DICT_STATE = "dataset_dict.json"
+SAVED_BUILDER = "load_from_disk"
 _EXT_BUILDER = {
     ".parquet": "parquet",
     ".jsonl": "json",
@@ -298,7 +310,7 @@ def _scalar_to_proto(target: Any, value: Scalar) -> None:
 class Resolved:
     """Where a spec's data comes from, after the path policy was applied."""
 
-    kind: str  # "builder", "folder", "file" or "hub"
+    kind: str  # "builder", "folder", "file", "saved" (a save_to_disk folder) or "hub"
     path: str  # argument for load_dataset_builder
     data_files: dict[str, list[str]] | None = None
     local: Path | None = None
@@ -329,6 +341,10 @@ def resolve(spec: DatasetSpec, config: "ServerConfig") -> Resolved:
             if df:
                 raise InvalidArgument("data_files cannot be combined with a single-file path")
             return Resolved("file", builder, {spec.split_name: [str(local)]}, local)
+        if _is_saved_dir(local):
+            paths.check_tree(local, roots)
+            _check_saved_spec(spec)
+            return Resolved("saved", str(local), None, local)
         script = local / f"{local.name}.py"
         if script.exists() and not (local / "README.md").exists() and not df:
             raise FailedPrecondition(
@@ -344,6 +360,92 @@ def resolve(spec: DatasetSpec, config: "ServerConfig") -> Resolved:
             f"({', '.join(map(str, roots))}) and the Hub is offline (HF_HUB_OFFLINE=1)"
         )
     return Resolved("hub", spec.path, df)
+
+
+def _is_saved_dir(local: Path) -> bool:
+    """True for a folder written by `Dataset.save_to_disk` or `DatasetDict.save_to_disk`."""
+    return local.is_dir() and ((local / SAVED_DATASET_STATE).is_file() or (local / SAVED_DICT_STATE).is_file())
+
+
+def _check_saved_spec(spec: DatasetSpec) -> None:
+    """Refuse the spec fields that have no meaning for a `save_to_disk` folder."""
+    if spec.data_files:
+        raise InvalidArgument(f"'{spec.path}' is a saved dataset (save_to_disk); data_files do not apply to it")
+    if spec.filters:
+        raise InvalidArgument(f"filters apply to Parquet data only; '{spec.path}' is a saved dataset (save_to_disk)")
+    if spec.config:
+        raise InvalidArgument(f"'{spec.path}' is a saved dataset (save_to_disk); it has no configs, got {spec.config!r}")
+    if spec.revision:
+        raise InvalidArgument(f"'{spec.path}' is a saved dataset (save_to_disk); it has no revisions")
+
+
+def _load_saved(spec: DatasetSpec, res: Resolved) -> tuple[dict[str, "datasets.Dataset"], str]:
+    """Memory-map a `save_to_disk` folder: `({split: Dataset}, split to read)`.
+
+    A plain `Dataset` is one split called "train". Raises NOT_FOUND for an
+    unknown split, naming the splits there are.
+    """
+    folder = Path(res.path)
+    try:
+        if (folder / SAVED_DICT_STATE).is_file():
+            names = json.loads((folder / SAVED_DICT_STATE).read_text())["splits"]
+            splits = {}
+            for name in names:
+                sub = paths.check_under_roots(folder / str(name), [folder], "split folder")
+                splits[str(name)] = _load_saved_split(sub)
+        else:
+            splits = {"train": _load_saved_split(folder)}
+    except BridgeError:
+        raise
+    except Exception as exc:
+        raise from_exception(exc, f"opening saved dataset '{spec.path}'") from exc
+    return splits, spec.split_name
+
+
+def _load_saved_split(folder: Path) -> "datasets.Dataset":
+    """One saved `Dataset`, memory-mapped; one saved with no rows (and so no Arrow file) is built empty."""
+    import datasets
+
+    state = json.loads((folder / SAVED_DATASET_STATE).read_text())
+    if not state.get("_data_files"):  # `load_from_disk` cannot open these
+        info = datasets.DatasetInfo.from_directory(str(folder))
+        features = info.features or datasets.Features()
+        return datasets.Dataset.from_dict({name: [] for name in features}, features=features, info=info)
+    return datasets.Dataset.load_from_disk(str(folder), keep_in_memory=False)
+
+
+def saved_num_shards(ds: "datasets.Dataset", spec: DatasetSpec) -> int:
+    """How many shards a saved split is streamed as (the same for every open of the same spec and data).
+
+    The rule: one shard per Arrow file of the split; when the spec selects
+    shard i of n with n larger than that, n shards (contiguous row ranges);
+    never more shards than rows, and at least one.
+    """
+    n = max(len(ds.cache_files), spec.num_shards, 1)
+    return max(1, min(n, len(ds)))
+
+
+def _saved_iterable(ds: "datasets.Dataset", spec: DatasetSpec, split: str) -> "datasets.IterableDataset":
+    """The saved split as a streaming dataset over its memory-mapped Arrow files."""
+    import datasets
+
+    if len(ds) == 0:  # `to_iterable_dataset` refuses zero rows
+        ids = datasets.IterableDataset.from_generator(_no_rows, features=ds.features)
+    else:
+        ids = ds.to_iterable_dataset(num_shards=saved_num_shards(ds, spec))
+    try:  # exact row count, so export jobs know their total
+        splits = datasets.SplitDict()
+        splits.add(datasets.SplitInfo(name=split, num_examples=len(ds), num_bytes=ds.data.nbytes))
+        ids.info.splits = splits
+    except Exception:  # noqa: BLE001 - the count is informative only
+        pass
+    return ids
+
+
+def _no_rows():
+    """A generator of no rows (the source of an empty saved split)."""
+    return
+    yield  # pragma: no cover
 
 
 def _builder(spec: DatasetSpec, config: "ServerConfig", res: Resolved | None = None):
@@ -413,12 +515,24 @@ def open_iterable(spec: DatasetSpec, config: "ServerConfig") -> "datasets.Iterab
     FAILED_PRECONDITION, UNAVAILABLE, ...) with an actionable message.
     """
     with OPEN_LOCK:
-        ds, _ = _open(spec, config)
+        res = resolve(spec, config)
+        if res.kind == "saved":
+            return _open_saved(spec, res)[0]
+        ds, _ = _open(spec, config, res=res)
     return ds
 
 
-def _open(spec: DatasetSpec, config: "ServerConfig", builder: Any = None):
-    builder = builder if builder is not None else _builder(spec, config)
+def _open_saved(spec: DatasetSpec, res: Resolved) -> tuple["datasets.IterableDataset", dict]:
+    """A `save_to_disk` folder as a streaming dataset with the pipeline applied; also returns its splits."""
+    splits, split = _load_saved(spec, res)
+    if split not in splits:
+        raise NotFound(f"split '{split}' not found in saved dataset '{spec.path}'; available splits: {list(splits)}")
+    ds = _saved_iterable(splits[split], spec, split)
+    return _pipeline(ds, spec, ds.features), splits
+
+
+def _open(spec: DatasetSpec, config: "ServerConfig", builder: Any = None, res: Resolved | None = None):
+    builder = builder if builder is not None else _builder(spec, config, res)
     names = _split_names(builder)
     if names and spec.split_name not in names:
         raise NotFound(f"split '{spec.split_name}' not found; available splits: {names}")
@@ -428,6 +542,11 @@ def _open(spec: DatasetSpec, config: "ServerConfig", builder: Any = None):
         raise from_exception(exc, f"opening split '{spec.split_name}' of '{spec.path}'") from exc
     features = known_features(ds, spec)
     _check_filters(spec, features)
+    return _pipeline(ds, spec, features), builder
+
+
+def _pipeline(ds: Any, spec: DatasetSpec, features: Any) -> Any:
+    """Apply columns -> shard -> shuffle -> skip -> take to a streaming dataset."""
     try:
         if spec.columns:
             missing = [c for c in spec.columns if features is not None and c not in features]
@@ -452,7 +571,7 @@ def _open(spec: DatasetSpec, config: "ServerConfig", builder: Any = None):
         raise
     except Exception as exc:
         raise from_exception(exc, f"preparing '{spec.path}'") from exc
-    return ds, builder
+    return ds
 
 
 def known_features(ds: Any, spec: DatasetSpec | None = None) -> Any:
@@ -496,12 +615,40 @@ def describe(spec: DatasetSpec, config: "ServerConfig") -> Any:
         return _describe(spec, config)
 
 
+def _describe_saved(spec: DatasetSpec, res: Resolved) -> Any:
+    """GetInfo for a `save_to_disk` folder: exact row and byte counts of every split."""
+    from dataclasses import replace
+
+    from py_worker.wire import pb
+
+    splits, _ = _load_saved(spec, res)
+    if not spec.split and "train" not in splits and splits:
+        spec = replace(spec, split=next(iter(splits)))
+    ds, _ = _open_saved(spec, res)
+    features = known_features(ds, spec)
+    source = splits[spec.split_name]
+    info = pb.DatasetInfo(
+        features_json=features_json(features),
+        arrow_schema=schema_ipc(features.arrow_schema) if features is not None else b"",
+        num_shards=ds.num_shards,
+        builder=SAVED_BUILDER,
+        description=(source.info.description or "")[:10_000],
+    )
+    for name, split in splits.items():
+        info.splits.add(name=name, num_rows=len(split), num_bytes=split.data.nbytes)
+    info.configs.append("default")
+    return info
+
+
 def _describe(spec: DatasetSpec, config: "ServerConfig") -> Any:
     import datasets
 
     from py_worker.wire import pb
 
-    builder = _builder(spec, config)
+    res = resolve(spec, config)
+    if res.kind == "saved":
+        return _describe_saved(spec, res)
+    builder = _builder(spec, config, res)
     names = _split_names(builder)
     if not spec.split and names and "train" not in names:
         from dataclasses import replace
@@ -523,7 +670,6 @@ def _describe(spec: DatasetSpec, config: "ServerConfig") -> Any:
             si.num_rows = known[name].num_examples
             if known[name].num_bytes:
                 si.num_bytes = known[name].num_bytes
-    res = resolve(spec, config)
     if res.kind in ("folder", "hub") and not spec.data_files:
         try:
             configs = datasets.get_dataset_config_names(

@@ -5,6 +5,7 @@ Front -> worker commands (pickled tuples):
   ("info", req, spec_dict)
   ("credit", sid, n)      allow the session to push n more batches
   ("close", sid)
+  ("ring_ok",)            the front mapped the worker's ring: large payloads may use it
   ("shutdown",)
 Worker -> front messages (`py_worker.frames`: a pickled header, then an
 optional raw payload, on the same socket; each header ends with a
@@ -12,17 +13,23 @@ optional raw payload, on the same socket; each header ends with a
   ("reply", req, ok, value)            value: result dict, or (code_name, message)
   ("batch", sid, seq, num_rows, checkpoint_json, end)   + payload (a serialised Batch)
   ("error", sid, code_name, message)   the session's iteration failed
-  ("ready", pid)                       sent once, after the heavy imports
+  ("ready", pid, ring_fd, ring_size)   sent once, after the heavy imports; ring_fd is None
+                                       without a shared ring (see `py_worker.frames.Ring`)
 
-Each session has one thread that opens the dataset, iterates
-`with_format("arrow").iter(batch_size)`, splits tables by the byte cap,
-encodes every piece as a complete Batch message (one buffer, see
-`arrow_ipc.encode_batch`) and keeps up to `prefetch` of them ready — and,
-once the worker's sessions together hold `--worker-prefetch-bytes`, only
-one; every credit the front grants lets it send one, from whichever thread
-has it. A checkpoint is `{"hf": state_dict, "skip": rows}`: the HF
-iterator state plus rows already delivered after it, so a wire batch cut
-from the middle of a HF batch still resumes exactly (see `_Session._items`).
+Each session has one producer thread that opens the dataset, iterates
+`with_format("arrow").iter(batch_size)`, cuts tables by the byte cap
+(zero-copy slices) and keeps up to `prefetch` pieces ready — and, once the
+worker's sessions together hold `--worker-prefetch-bytes`, only one. One
+sender thread per worker sends ready batches of every session, one per
+credit the front granted, in the order the credits and batches arrived, so
+`datasets` iteration never waits for encoding or the socket. A piece is
+encoded as a complete Batch message (one buffer, see
+`arrow_ipc.encode_batch`) by whichever thread gets to it first: the
+producer when it has nothing else to do (its queue is full), else the
+sender just before sending. A checkpoint is `{"hf": state_dict, "skip":
+rows}`: the HF iterator state plus rows already delivered after it, so a
+wire batch cut from the middle of a HF batch still resumes exactly (see
+`_Session._items`).
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ from typing import Any
 
 from py_worker.config import ServerConfig
 from py_worker.errors import from_exception
-from py_worker.frames import send_frame, socket_of
+from py_worker.frames import Ring, send_frame, socket_of
 
 
 def _log(name: str, text: str) -> None:
@@ -47,8 +54,46 @@ def _log(name: str, text: str) -> None:
     sys.stderr.flush()
 
 
+class _Piece:
+    """A ready batch: a table piece, encoded at most once, by whichever thread needs it first.
+
+    `size` is what the worker's byte budget counts for it: the piece's Arrow
+    bytes until it is encoded, the encoded message's size after (while the
+    piece is still queued; see `_Session._encode_ahead`).
+    """
+
+    __slots__ = ("seq", "num_rows", "table", "size", "buf", "error", "queued", "lock")
+
+    def __init__(self, seq: int, num_rows: int, table: Any) -> None:
+        self.seq = seq
+        self.num_rows = num_rows
+        self.table = table
+        self.size = table.nbytes
+        self.buf: Any = None
+        self.error: BaseException | None = None
+        self.queued = True  # in its session's ready queue (its size is held)
+        self.lock = threading.Lock()
+
+    def encode(self) -> tuple[Any, bool]:
+        """The serialised Batch (a pyarrow Buffer) and whether this call encoded it."""
+        from py_worker.arrow_ipc import encode_batch
+
+        with self.lock:
+            if self.buf is not None:
+                return self.buf, False
+            if self.error is not None:
+                raise self.error
+            try:
+                self.buf = encode_batch(self.seq, self.num_rows, self.table)
+            except Exception as exc:
+                self.error = exc
+                raise
+            self.table = None
+            return self.buf, True
+
+
 class _Session:
-    """One session's producer thread and its bounded queue of ready batches."""
+    """One session's producer thread and its bounded queue of ready batches (sent by the worker's sender)."""
 
     def __init__(self, worker: "Worker", sid: str, spec: dict, batch_size: int, max_bytes: int,
                  start_seq: int, checkpoint: str | None, prefetch: int) -> None:
@@ -67,18 +112,36 @@ class _Session:
         self.num_shards = 0
         self.done = False
         self.closed = False
+        self.live = False  # the open reply went out: batches may follow it
         self.thread = threading.Thread(target=self._run, name=f"session-{sid[:8]}", daemon=True)
 
     # -- control (called from the worker's command loop) --
     def add_credit(self, n: int) -> None:
         with self.cond:
             self.credits += n
-            self.cond.notify()
+        self.worker.wake(self)
 
     def close(self) -> None:
         with self.cond:
             self.closed = True
             self.cond.notify()
+
+    # -- called by the worker's sender thread --
+    def take(self) -> tuple[tuple, Any, bool] | None:
+        """Pop the next batch to send when a credit allows it: `(header, payload, more_sendable)`."""
+        with self.cond:
+            if not self._sendable():
+                return None
+            header, payload = self.ready.popleft()
+            self.worker.hold(-_size((header, payload)))
+            if isinstance(payload, _Piece):
+                payload.queued = False
+            self.credits -= 1
+            self.cond.notify()  # room to prepare more, or the end was sent
+            return header, payload, self._sendable()
+
+    def _sendable(self) -> bool:
+        return self.live and not self.closed and self.credits > 0 and bool(self.ready)
 
     # -- producer thread --
     def _open(self) -> Any:
@@ -100,7 +163,7 @@ class _Session:
         return fds, ckpt, features, exact
 
     def _items(self, fds: Any, ckpt: dict):
-        """Encoded batches with the checkpoint after each; the end marker comes last.
+        """Ready batches (`_Piece`s) with the checkpoint after each; the end marker comes last.
 
         Unshuffled: `{"hf": state before the current HF batch, "skip": rows of it
         already delivered}`. Shuffled: `datasets` loses its shuffle buffer on
@@ -108,7 +171,7 @@ class _Session:
         delivered}` and resuming replays the seeded order from the start,
         dropping those rows — exact, at the cost of re-reading the prefix.
         """
-        from py_worker.arrow_ipc import encode_batch, end_message, split_table
+        from py_worker.arrow_ipc import end_message, slice_table
 
         replay = bool(self.spec.get("shuffle"))
         before = ckpt.get("hf")
@@ -121,7 +184,7 @@ class _Session:
                 skip -= n
                 before = after
                 continue
-            for end_row, piece in split_table(table, skip, self.max_bytes):
+            for end_row, piece in slice_table(table, skip, self.max_bytes):
                 if self.first_schema is None:
                     self.first_schema = piece.schema
                 total += piece.num_rows
@@ -131,8 +194,8 @@ class _Session:
                     state = {"hf": after, "skip": 0}
                 else:
                     state = {"hf": before, "skip": end_row}
-                payload = encode_batch(self.seq, piece.num_rows, piece)
-                yield ("batch", self.sid, self.seq, piece.num_rows, json.dumps(state), False), payload
+                header = ("batch", self.sid, self.seq, piece.num_rows, json.dumps(state), False)
+                yield header, _Piece(self.seq, piece.num_rows, piece)
                 self.seq += 1
             skip = 0
             before = after
@@ -171,28 +234,26 @@ class _Session:
             "features_json": features_json(features),
             "num_shards": self.num_shards,
         })
+        with self.cond:
+            self.live = True
+        self.worker.wake(self)
         try:
             while True:
+                todo: _Piece | None = None
                 with self.cond:
-                    while not self.closed and not (
-                        (self.credits > 0 and self.ready) or self._may_prepare()
-                    ):
-                        if self.done and not self.ready:
+                    while True:
+                        if self.closed or (self.done and not self.ready):
+                            return
+                        if self._may_prepare():
+                            break
+                        todo = self._unencoded()
+                        if todo is not None:
                             break
                         # Held back by the worker's byte budget: other sessions
                         # free it without notifying this one, so look again soon.
                         self.cond.wait(None if len(self.ready) >= self.prefetch or self.done else 0.05)
-                    if self.closed or (self.done and not self.ready):
-                        return
-                    if self.credits > 0 and self.ready:
-                        item = self.ready.popleft()
-                        self.worker.hold(-_size(item))
-                        self.credits -= 1
-                        produce = False
-                    else:
-                        produce = True
-                if not produce:
-                    self.worker.send(*item)
+                if todo is not None:
+                    self._encode_ahead(todo)
                     continue
                 try:
                     item = next(gen)
@@ -208,12 +269,35 @@ class _Session:
                 with self.cond:
                     self.ready.append(item)
                     self.worker.hold(_size(item))
+                self.worker.wake(self)
         finally:
             gen.close() if hasattr(gen, "close") else None
             with self.cond:
                 self.worker.hold(-sum(_size(i) for i in self.ready))
+                for _, payload in self.ready:
+                    if isinstance(payload, _Piece):
+                        payload.queued = False
                 self.ready.clear()
             self.worker.forget(self.sid, self)
+
+    def _unencoded(self) -> "_Piece | None":
+        """The oldest ready piece nobody has encoded yet (called with `cond` held)."""
+        for _, payload in self.ready:
+            if isinstance(payload, _Piece) and payload.buf is None and payload.error is None:
+                return payload
+        return None
+
+    def _encode_ahead(self, piece: _Piece) -> None:
+        """Encode a queued piece while there is nothing else to do; its held size becomes the encoded size."""
+        try:
+            buf, fresh = piece.encode()
+        except Exception:  # noqa: BLE001 - the sender meets the same error and reports it
+            return
+        if fresh:
+            with self.cond:
+                if piece.queued:
+                    self.worker.hold(buf.size - piece.size)
+                    piece.size = buf.size
 
     def _may_prepare(self) -> bool:
         """Whether to prepare another batch: under `prefetch`, and one ready at least
@@ -224,7 +308,7 @@ class _Session:
 
 
 def _size(item: tuple) -> int:
-    """Bytes of a ready item's payload (a pyarrow Buffer, bytes, or None)."""
+    """Bytes a ready item holds: a `_Piece`'s size, or its payload's (a pyarrow Buffer, bytes, or None)."""
     payload = item[1]
     if payload is None:
         return 0
@@ -240,10 +324,61 @@ class Worker:
         self.config = config
         self.name = name
         self.sessions: dict[str, _Session] = {}
+        self.ring = _make_ring(name, config.limits.worker_ring_bytes)
+        self.ring_enabled = False  # set once the front says it mapped the ring
         self._send_lock = threading.Lock()
         self._lock = threading.Lock()
         self._held_lock = threading.Lock()
         self.held_bytes = 0  # payload bytes of prepared, unsent batches across sessions
+        self._out = threading.Condition()
+        self._due: deque = deque()  # sessions that may have a batch to send, in wake order
+        self._stopping = False
+        self._sender = threading.Thread(target=self._send_loop, name=f"{name}-sender", daemon=True)
+        self._sender.start()
+
+    def wake(self, session: "_Session") -> None:
+        """Tell the sender thread that `session` may have a batch it can send."""
+        with self._out:
+            if session not in self._due:
+                self._due.append(session)
+                self._out.notify()
+
+    def _send_loop(self) -> None:
+        """The sender thread: one batch per credit, sessions served in turn, each in sequence order."""
+        while True:
+            with self._out:
+                while not self._due and not self._stopping:
+                    self._out.wait()
+                if self._stopping:
+                    return
+                session = self._due.popleft()
+            try:
+                self._send_one(session)
+            except Exception:  # noqa: BLE001 - the sender must outlive any one session
+                _log(self.name, "sending failed: " + traceback.format_exc().replace("\n", " | "))
+
+    def _send_one(self, session: "_Session") -> None:
+        taken = session.take()
+        if taken is None:
+            return
+        header, payload, more = taken
+        if more:
+            self.wake(session)  # behind the other sessions that wait
+        if isinstance(payload, _Piece):
+            try:
+                payload, _ = payload.encode()
+            except Exception as exc:  # noqa: BLE001 - a batch that cannot be encoded ends its session
+                err = from_exception(exc, f"encoding a batch of '{session.spec.get('path')}'")
+                self.send(("error", session.sid, err.code.name, err.message))
+                session.close()
+                return
+        self.send(header, payload)
+
+    def stop_sender(self) -> None:
+        """Stop the sender thread (batches not yet sent are dropped)."""
+        with self._out:
+            self._stopping = True
+            self._out.notify()
 
     def hold(self, delta: int) -> None:
         """Account `delta` bytes of prepared batches (negative when sent or dropped)."""
@@ -254,7 +389,8 @@ class Worker:
         """Send one message (and its payload: bytes or a pyarrow Buffer) to the front; drops it when the pipe is gone."""
         try:
             with self._send_lock:
-                send_frame(self.sock, header + ((payload is not None),), payload)
+                send_frame(self.sock, header + ((payload is not None),), payload,
+                           self.ring if self.ring_enabled else None)
         except (OSError, ValueError):
             pass
 
@@ -302,9 +438,17 @@ class Worker:
                 s = self.sessions.pop(cmd[1], None)
             if s is not None:
                 s.close()
+        elif op == "ring_ok":
+            self.ring_enabled = self.ring is not None
         elif op == "shutdown":
             return False
         return True
+
+    def ready_message(self) -> tuple:
+        """The first message to the front: the pid and the shared ring on offer, if any."""
+        if self.ring is None:
+            return ("ready", os.getpid(), None, 0)
+        return ("ready", os.getpid(), self.ring.fd, self.ring.size)
 
     def run(self) -> None:
         """Serve commands until shutdown or until the front goes away."""
@@ -323,6 +467,18 @@ class Worker:
             self.sessions.clear()
         for s in sessions:
             s.close()
+        self.stop_sender()
+
+
+def _make_ring(name: str, size: int) -> Ring | None:
+    """The worker's shared ring of `size` bytes; None when off (0) or when memfds are unavailable."""
+    if size <= 0:
+        return None
+    try:
+        return Ring.create(size)
+    except (OSError, AttributeError) as exc:  # AttributeError: no os.memfd_create on this platform
+        _log(name, f"no shared ring ({exc}); batches go over the socket")
+        return None
 
 
 def tune_datasets() -> None:
@@ -353,7 +509,7 @@ def worker_main(conn: Any, config_dict: dict, name: str) -> None:
         datasets.logging.set_verbosity_error()
         tune_datasets()
         worker = Worker(conn, ServerConfig.from_dict(config_dict), name)
-        worker.send(("ready", os.getpid()))
+        worker.send(worker.ready_message())
         worker.run()
     except BaseException:  # noqa: BLE001
         _log(name, "worker crashed: " + traceback.format_exc().replace("\n", " | "))

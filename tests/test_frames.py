@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import threading
 
 import pyarrow as pa
@@ -80,3 +81,76 @@ def test_encode_batch_equals_the_two_step_encoding_and_parses(seq):
         msg = pb.Batch.FromString(data)
         assert msg.seq == seq and msg.num_rows == piece.num_rows and not msg.end_of_data
         assert ipc_to_table(msg.arrow_ipc).equals(piece)
+
+
+# ---- the shared ring --------------------------------------------------------------------------
+
+from py_worker.frames import RING_MIN_BYTES, Ring, RingError  # noqa: E402
+
+
+def _ring_pair(size: int) -> tuple[Ring, Ring]:
+    producer = Ring.create(size)
+    return producer, Ring.attach(os.getpid(), producer.fd, size)
+
+
+def test_ring_carries_payloads_in_order_through_wraparound_and_falls_back_inline_when_full():
+    a, b, sa, sb = _pair()
+    producer, consumer = _ring_pair(1_000_000)
+    sizes = [300_000, 250_000, 400_000, 70_000, 999_999, 2_000_000, 65_536, 500_000] * 4
+    payloads = [bytes([i % 251]) * n for i, n in enumerate(sizes)]
+
+    def writer() -> None:
+        for i, p in enumerate(payloads):
+            send_frame(sa, ("batch", i), p, ring=producer)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    got = []
+    for _ in payloads:
+        got.append(recv_frame(sb, ring=consumer))
+    t.join()
+    assert [h for h, _ in got] == [("batch", i) for i in range(len(payloads))]
+    assert [p for _, p in got] == payloads
+    assert consumer.tail <= producer.head
+    for r in (producer, consumer):
+        r.close()
+    for s in (sa, sb):
+        s.close()
+    a.close()
+    b.close()
+
+
+def test_ring_put_refuses_what_does_not_fit_until_the_consumer_reads():
+    producer, consumer = _ring_pair(1 << 20)
+    first = producer.put(memoryview(b"a" * 600_000))
+    assert first == 0
+    assert producer.put(memoryview(b"b" * 600_000)) is None  # only 448 KiB free
+    assert producer.put(memoryview(b"c" * (2 << 20))) is None  # larger than the ring
+    assert consumer.take(first, 600_000) == b"a" * 600_000
+    second = producer.put(memoryview(b"b" * 600_000))
+    assert second == 1 << 20  # skipped the short tail, wrapped to the start
+    assert consumer.take(second, 600_000) == b"b" * 600_000
+    producer.close()
+    consumer.close()
+
+
+def test_ring_references_outside_what_was_written_are_protocol_errors():
+    a, b, sa, sb = _pair()
+    producer, consumer = _ring_pair(1 << 20)
+    with pytest.raises(RingError):
+        consumer.take(0, (1 << 20) + 1)  # larger than the ring
+    with pytest.raises(RingError):
+        consumer.take((1 << 20) - 10, 100)  # would wrap
+    consumer.take(0, 10)
+    with pytest.raises(RingError):
+        consumer.take(0, 10)  # before what was already read
+    # A frame that points into a ring the receiver never attached.
+    send_frame(sa, ("batch", 0), b"x" * RING_MIN_BYTES, ring=producer)
+    with pytest.raises(RingError):
+        recv_frame(sb)
+    for r in (producer, consumer):
+        r.close()
+    for s in (sa, sb):
+        s.close()
+    a.close()
+    b.close()

@@ -22,6 +22,26 @@ defmodule HFBridgeBench.Helper do
     end
   end
 
+  @doc """
+  CPU seconds (user + system, all threads) of this OS process so far, from
+  `/proc/self/stat`; falls back to `:erlang.statistics(:runtime)` elsewhere.
+  """
+  @spec cpu_seconds() :: float()
+  def cpu_seconds do
+    with {:ok, stat} <- File.read("/proc/self/stat"),
+         [_, after_comm] <- String.split(stat, ") ", parts: 2),
+         fields = String.split(after_comm, " "),
+         {utime, ""} <- Integer.parse(Enum.at(fields, 11, "")),
+         {stime, ""} <- Integer.parse(Enum.at(fields, 12, "")) do
+      # Clock ticks; USER_HZ is 100 on Linux.
+      (utime + stime) / 100
+    else
+      _ ->
+        {ms, _} = :erlang.statistics(:runtime)
+        ms / 1000
+    end
+  end
+
   @doc "Monotonic time in seconds (float)."
   @spec now() :: float()
   def now, do: System.monotonic_time(:microsecond) / 1.0e6

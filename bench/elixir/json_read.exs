@@ -17,7 +17,7 @@ conn =
   end
 
 t0 = Helper.now()
-{cpu0, _} = :erlang.statistics(:runtime)
+cpu0 = Helper.cpu_seconds()
 
 {:ok, stream} = HFBridge.GRPC.server_stream(conn, opts[:path], <<>>, timeout: 3_600_000)
 
@@ -45,14 +45,14 @@ end
 
 {rows, bytes, msgs} = loop.(loop, 0, 0, 0)
 seconds = Helper.now() - t0
-{cpu1, _} = :erlang.statistics(:runtime)
+cpu1 = Helper.cpu_seconds()
 
 Helper.emit(%{
   rows: rows,
   bytes: bytes,
   messages: msgs,
   seconds: seconds,
-  cpu_seconds: (cpu1 - cpu0) / 1000,
+  cpu_seconds: cpu1 - cpu0,
   decoder: "HFBridge.JSON.decode/1"
 })
 

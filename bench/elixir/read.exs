@@ -2,7 +2,7 @@
 #   BENCH {"rows":..,"bytes":..,"batches":..,"values":..,"seconds":..,"first_batch_seconds":..}
 #
 #   mix run ../bench/elixir/read.exs --address 127.0.0.1:PORT --dataset parquet \
-#     --files '/abs/*.parquet' [--batch-size 1024] [--sessions 1] [--decode none|arrow|rows|rows_api]
+#     [--files '/abs/*.parquet'] [--batch-size 1024] [--sessions 1] [--decode none|arrow|rows|rows_api]
 #     [--max-bytes N] [--take N] [--read-ahead N] [--no-ack]
 #
 # --sessions N reads shard i of N in N concurrent sessions (one process each)
@@ -36,10 +36,10 @@ client = Helper.connect!(address)
 base =
   [
     client: client,
-    data_files: files,
     batch_size: opts[:batch_size] || 1024,
     ack: Keyword.get(opts, :ack, true)
   ]
+  |> then(fn o -> if files != [], do: Keyword.put(o, :data_files, files), else: o end)
   |> then(fn o -> if opts[:take], do: Keyword.put(o, :take, opts[:take]), else: o end)
   |> then(fn o ->
     if opts[:read_ahead], do: Keyword.put(o, :read_ahead, opts[:read_ahead]), else: o
@@ -96,7 +96,7 @@ run_session = fn index ->
 end
 
 t0 = Helper.now()
-{cpu0, _} = :erlang.statistics(:runtime)
+cpu0 = Helper.cpu_seconds()
 
 results =
   try do
@@ -112,7 +112,7 @@ results =
   end
 
 wall = Helper.now() - t0
-{cpu1, _} = :erlang.statistics(:runtime)
+cpu1 = Helper.cpu_seconds()
 
 Helper.emit(%{
   rows: Enum.sum(Enum.map(results, & &1.rows)),
@@ -124,7 +124,7 @@ Helper.emit(%{
   session_seconds: Enum.map(results, & &1.seconds),
   session_rows: Enum.map(results, & &1.rows),
   sessions: sessions,
-  cpu_seconds: (cpu1 - cpu0) / 1000,
+  cpu_seconds: cpu1 - cpu0,
   decode: decode
 })
 

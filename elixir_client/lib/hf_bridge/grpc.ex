@@ -46,7 +46,8 @@ defmodule HFBridge.GRPC do
     :stream_window,
     :connection_window,
     :max_header_list_size,
-    :max_message_size
+    :max_message_size,
+    :max_frame_size
   ]
 
   @doc """
@@ -65,6 +66,9 @@ defmodule HFBridge.GRPC do
       (defaults 4 MiB and 32 MiB).
     * `:max_message_size` — largest accepted response message (64 MiB).
     * `:max_header_list_size` — largest accepted response header list.
+    * `:max_frame_size` — largest HTTP/2 frame payload the server may send,
+      announced as SETTINGS_MAX_FRAME_SIZE (default 1 MiB; 16 384 to
+      16 777 215). Fewer, larger frames cost less per byte received.
     * `:name`, `:supervisor` — registration and supervisor of the process.
   """
   @spec connect(String.t(), :inet.port_number(), keyword()) :: {:ok, conn()} | {:error, Error.t()}
@@ -77,6 +81,13 @@ defmodule HFBridge.GRPC do
 
       (unknown = Keyword.keys(opts) -- @connect_opts) != [] ->
         {:error, invalid_option("unknown connect options: #{inspect(unknown)}")}
+
+      not valid_frame_size?(Keyword.get(opts, :max_frame_size)) ->
+        {:error,
+         invalid_option(
+           "max_frame_size must be an integer from 16384 to 16777215 (RFC 9113, " <>
+             "Section 6.5.2), got: #{inspect(Keyword.get(opts, :max_frame_size))}"
+         )}
 
       true ->
         do_connect(host, port, opts)
@@ -91,6 +102,9 @@ defmodule HFBridge.GRPC do
        )}
 
   defp invalid_option(message), do: Error.new(:options, :invalid_argument, message)
+
+  defp valid_frame_size?(nil), do: true
+  defp valid_frame_size?(size), do: is_integer(size) and size in 16_384..16_777_215
 
   defp do_connect(host, port, opts) do
     # Options given as nil mean "the default".

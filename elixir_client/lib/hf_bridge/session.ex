@@ -19,6 +19,17 @@ defmodule HFBridge.Session do
       type_doc: "`pid()`",
       doc: "The process whose exit closes the session. Defaults to the caller."
     ],
+    ack_interval: [
+      type: :non_neg_integer,
+      default: 100,
+      doc:
+        "Least time in milliseconds between two `Ack` calls sent for `ack_async/2` (which " <>
+          "`HFBridge.stream/2` uses): requests made meanwhile coalesce into one for the " <>
+          "highest batch, so the committed checkpoint trails the consumer by at most about " <>
+          "this long. Pending acknowledgements are sent at once when the stream reaches its " <>
+          "end, by `flush_acks/1`, and before the session closes. `0` sends each as soon as " <>
+          "the previous one is answered."
+    ],
     retry: [
       type: {:custom, HFBridge.Retry, :check},
       default: [],
@@ -73,6 +84,9 @@ defmodule HFBridge.Session do
   """
 
   use GenServer, restart: :temporary
+
+  # How long closing waits for each acknowledgement it flushes.
+  @close_ack_timeout 10_000
 
   require Logger
   alias HFBridge.{Batch, Client, Error, Options, Spec, Telemetry}
@@ -175,9 +189,12 @@ defmodule HFBridge.Session do
 
   @doc """
   Acknowledges batches up to `seq` without waiting for the server. At most
-  one `Ack` call is in flight per session; later requests made meanwhile
-  coalesce into one for the highest `seq`. A failed asynchronous ack is
-  returned by the next `next_batch/2` (or `ack/2`).
+  one `Ack` call is in flight per session, and calls start at most once per
+  `:ack_interval`; requests made meanwhile coalesce into one for the highest
+  `seq`. Pending requests are sent without waiting for the interval when the
+  session reaches the end of the data, by `flush_acks/1` and when the
+  session closes. A failed asynchronous ack is returned by the next
+  `next_batch/2` (or `ack/2`).
   """
   @spec ack_async(t(), non_neg_integer()) :: :ok
   def ack_async(session, seq) when is_integer(seq) and seq >= 0 do
@@ -203,6 +220,14 @@ defmodule HFBridge.Session do
       error -> error
     end
   end
+
+  @doc """
+  The highest sequence number whose acknowledgement the server confirmed to
+  this session process (by `ack/2`, `flush_acks/1` or an asynchronous
+  request), or `nil` before the first.
+  """
+  @spec acked(t()) :: non_neg_integer() | nil | {:error, Error.t()}
+  def acked(session), do: call(session, :acked, 10_000)
 
   @doc "How many times the session recovered from a dropped connection or a restart."
   @spec recoveries(t()) :: non_neg_integer() | {:error, Error.t()}
@@ -302,7 +327,11 @@ defmodule HFBridge.Session do
            attempt: 0,
            recoveries: 0,
            own_conn: nil,
-           ack_task_seq: nil
+           ack_task_seq: nil,
+           ack_interval: opts[:ack_interval],
+           ack_timer: nil,
+           last_ack_at: nil,
+           acked: nil
          }}
 
       {:error, error} ->
@@ -331,6 +360,8 @@ defmodule HFBridge.Session do
   def handle_call({:next_batch, timeout}, _from, state) do
     case fetch(state, timeout, 0) do
       {{:ok, batch}, state} -> {:reply, {:ok, batch}, state}
+      # The end: what was acknowledged so far goes out now.
+      {:done, state} -> {:reply, :done, maybe_ack(state)}
       {other, state} -> {:reply, other, state}
     end
   end
@@ -346,10 +377,16 @@ defmodule HFBridge.Session do
       %{server_seq: server_seq, delivered: delivered}
       when seq > server_seq and seq <= delivered ->
         # Delivered before a recovery and not sent again yet: held back (see "Recovery").
-        {:reply, :ok, %{state | pending_ack: max(seq, state.pending_ack || seq)}}
+        {:reply, :ok, hold_ack(state, seq)}
 
       _ ->
-        {:reply, send_ack(state.client, state.info.session_id, seq), %{state | pending_ack: nil}}
+        # A pending asynchronous request for a later batch stays pending.
+        pending =
+          if is_integer(state.pending_ack) and state.pending_ack > seq, do: state.pending_ack
+
+        state = %{state | pending_ack: pending, last_ack_at: now()}
+        state = if pending, do: state, else: cancel_ack_timer(state)
+        sync_ack(state, seq)
     end
   end
 
@@ -364,23 +401,20 @@ defmodule HFBridge.Session do
         {:reply, :ok, state}
 
       %{pending_ack: seq} ->
-        {:reply, send_ack(state.client, state.info.session_id, seq), %{state | pending_ack: nil}}
+        state = cancel_ack_timer(%{state | pending_ack: nil, last_ack_at: now()})
+        sync_ack(state, seq)
     end
   end
 
   def handle_call(:info, _from, state), do: {:reply, state.info, state}
   def handle_call(:recoveries, _from, state), do: {:reply, state.recoveries, state}
+  def handle_call(:acked, _from, state), do: {:reply, state.acked, state}
 
   @impl true
-  # After a recovery the server only accepts acks for batches it sent again.
-  def handle_cast({:ack, seq}, %{server_seq: server_seq} = state) when seq > server_seq,
-    do: {:noreply, %{state | pending_ack: max(seq, state.pending_ack || seq)}}
-
-  def handle_cast({:ack, seq}, %{ack_task: nil} = state),
-    do: {:noreply, start_ack_task(state, seq)}
-
-  def handle_cast({:ack, seq}, state),
-    do: {:noreply, %{state | pending_ack: max(seq, state.pending_ack || seq)}}
+  # Requests coalesce into `pending_ack`; `maybe_ack/1` sends it when the
+  # rate limit and the server allow (after a recovery the server only
+  # accepts acks for batches it sent again).
+  def handle_cast({:ack, seq}, state), do: {:noreply, state |> hold_ack(seq) |> maybe_ack()}
 
   @impl true
   def handle_info({ref, result}, %{ack_task: %Task{ref: ref}} = state) do
@@ -396,18 +430,34 @@ defmodule HFBridge.Session do
   def handle_info({:DOWN, ref, :process, _, _}, %{owner_ref: ref} = state),
     do: {:stop, :normal, state}
 
+  def handle_info({:timeout, ref, :ack_due}, %{ack_timer: ref} = state),
+    do: {:noreply, maybe_ack(%{state | ack_timer: nil})}
+
   def handle_info(_other, state), do: {:noreply, state}
+
+  defp hold_ack(state, seq), do: %{state | pending_ack: max(seq, state.pending_ack || seq)}
 
   defp start_ack_task(state, seq) do
     client = state.client
     id = state.info.session_id
 
     %{
-      state
+      cancel_ack_timer(state)
       | ack_task: Task.async(fn -> send_ack(client, id, seq) end),
         ack_task_seq: seq,
-        pending_ack: nil
+        pending_ack: nil,
+        last_ack_at: now()
     }
+  end
+
+  defp now, do: System.monotonic_time(:millisecond)
+
+  # A timer's message carries its reference, so a stale one is ignored.
+  defp cancel_ack_timer(%{ack_timer: nil} = state), do: state
+
+  defp cancel_ack_timer(%{ack_timer: ref} = state) do
+    Process.cancel_timer(ref)
+    %{state | ack_timer: nil}
   end
 
   defp ack_done(state, result) do
@@ -416,7 +466,7 @@ defmodule HFBridge.Session do
     state =
       case result do
         :ok ->
-          state
+          confirmed(state, seq)
 
         {:error, error} ->
           if soft_ack_error?(error) do
@@ -433,10 +483,27 @@ defmodule HFBridge.Session do
   defp soft_ack_error?(%Error{code: :not_found}), do: true
   defp soft_ack_error?(error), do: HFBridge.Retry.retryable?(error)
 
-  # Sends the held-back acknowledgement once the server has (re)sent its batch.
+  # Sends the pending acknowledgement when no Ack call is in flight, the
+  # server has (re)sent its batch and `ack_interval` has passed since the
+  # last call (or the data is at its end); otherwise a timer brings it back.
   defp maybe_ack(%{ack_task: nil, pending_ack: seq, server_seq: server_seq} = state)
-       when is_integer(seq) and seq <= server_seq,
-       do: start_ack_task(state, seq)
+       when is_integer(seq) and seq <= server_seq do
+    wait =
+      if state.done or state.last_ack_at == nil,
+        do: 0,
+        else: state.last_ack_at + state.ack_interval - now()
+
+    cond do
+      wait <= 0 ->
+        start_ack_task(state, seq)
+
+      state.ack_timer != nil ->
+        state
+
+      true ->
+        %{state | ack_timer: :erlang.start_timer(wait, self(), :ack_due)}
+    end
+  end
 
   defp maybe_ack(state), do: state
 
@@ -456,14 +523,26 @@ defmodule HFBridge.Session do
     state = %{state | ack_task: nil}
 
     case result do
-      :ok -> state
+      :ok -> confirmed(state, state.ack_task_seq)
       {:error, error} -> %{state | ack_error: error}
     end
   end
 
-  defp send_ack(client, id, seq) do
+  defp sync_ack(state, seq) do
+    case send_ack(state.client, state.info.session_id, seq) do
+      :ok -> {:reply, :ok, maybe_ack(confirmed(state, seq))}
+      error -> {:reply, error, maybe_ack(state)}
+    end
+  end
+
+  defp confirmed(state, seq) when is_integer(seq),
+    do: %{state | acked: max(seq, state.acked || seq)}
+
+  defp confirmed(state, _seq), do: state
+
+  defp send_ack(client, id, seq, opts \\ []) do
     Telemetry.span([:hf_bridge, :ack], %{session_id: id, seq: seq}, fn ->
-      case Client.call(client, :Ack, %{session_id: id, seq: seq}) do
+      case Client.call(client, :Ack, %{session_id: id, seq: seq}, opts) do
         {:ok, _} -> {:ok, %{session_id: id, seq: seq}}
         {:error, error} -> {{:error, error}, %{session_id: id, seq: seq, error: error}}
       end
@@ -472,9 +551,9 @@ defmodule HFBridge.Session do
 
   @impl true
   def terminate(reason, state) do
-    if state.ack_task, do: Task.shutdown(state.ack_task, :brutal_kill)
     if state.stream, do: Client.cancel(state.stream)
     id = state.info.session_id
+    flush_on_close(state)
     _ = Client.call(state.client, :CloseSession, %{session_id: id}, timeout: 10_000)
     if state.own_conn, do: Client.disconnect(%{state.client | server: nil})
 
@@ -483,6 +562,27 @@ defmodule HFBridge.Session do
       %{batches: state.batches, rows: state.rows},
       %{session_id: id, reason: close_reason(reason)}
     )
+  end
+
+  # Acknowledgements requested before closing reach the server first (the
+  # rate limit may have held the latest one back). A failed Ack in flight
+  # means the server cannot take one now: nothing more is sent.
+  defp flush_on_close(state) do
+    in_flight =
+      case state.ack_task do
+        nil -> {:ok, :ok}
+        task -> Task.yield(task, @close_ack_timeout) || Task.shutdown(task, :brutal_kill)
+      end
+
+    case {in_flight, state} do
+      {{:ok, :ok}, %{pending_ack: seq, server_seq: server_seq}}
+      when is_integer(seq) and seq <= server_seq ->
+        _ = send_ack(state.client, state.info.session_id, seq, timeout: @close_ack_timeout)
+        :ok
+
+      _ ->
+        :ok
+    end
   end
 
   defp close_reason(:normal), do: :normal
@@ -540,6 +640,8 @@ defmodule HFBridge.Session do
 
       {:ok, message} ->
         batch = Batch.from_message(message, state.info.session_id)
+        # Once per VM: a hint when the VM is set up to receive large batches slowly.
+        _ = HFBridge.Runtime.maybe_hint(byte_size(batch.ipc))
         state = %{state | delivered: batch.seq, attempt: 0}
         state = maybe_ack(%{state | server_seq: max(state.server_seq, batch.seq)})
 

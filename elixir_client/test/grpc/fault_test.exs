@@ -154,9 +154,11 @@ defmodule HFBridge.GRPC.FaultTest do
   test "garbage mid-stream fails the call; the process ends cleanly" do
     {port, _} =
       Peer.start(fn peer ->
-        {sid, peer} = Peer.answer_grpc_call(peer)
+        {_sid, peer} = Peer.answer_grpc_call(peer)
 
-        Peer.out(peer, :crypto.strong_rand_bytes(64) <> <<255, 255, 255, 9, 9, 9, 9, 9, 9>>)
+        # A frame header announcing 16 MiB (above the announced
+        # SETTINGS_MAX_FRAME_SIZE), then noise.
+        Peer.out(peer, <<255, 255, 255, 9, 9, 9, 9, 9, 9>> <> :crypto.strong_rand_bytes(64))
       end)
 
     {:ok, conn} = connect(port)

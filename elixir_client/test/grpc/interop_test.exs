@@ -180,17 +180,21 @@ defmodule HFBridge.GRPC.InteropTest do
         assert {:ok, ""} = GRPC.unary(conn, @svc <> "EmptyCall", "")
       end
 
-      test "server stream of 1 MiB and 8 MiB messages", ctx do
-        conn = connect!(ctx, unquote(kind))
+      test "server stream of 1 MiB and 8 MiB messages, at several frame sizes", ctx do
         want = [1_048_576, 1_048_576, 8_388_608, 1_048_576, 8_388_608]
         req = InteropMessages.streaming_request(want)
 
-        {:ok, stream} =
-          GRPC.server_stream(conn, @svc <> "StreamingOutputCall", req, timeout: 60_000)
+        # the default (1 MiB), the protocol's initial size and the largest allowed
+        for opts <- [[], [max_frame_size: 16_384], [max_frame_size: 16_777_215]] do
+          conn = connect!(ctx, unquote(kind), opts)
 
-        assert {:done, messages} = drain(stream)
-        assert sizes(messages) == want
-        assert Enum.all?(messages, fn m -> InteropMessages.payload_body(m) =~ ~r/^\0*$/ end)
+          {:ok, stream} =
+            GRPC.server_stream(conn, @svc <> "StreamingOutputCall", req, timeout: 60_000)
+
+          assert {:done, messages} = drain(stream)
+          assert sizes(messages) == want
+          assert Enum.all?(messages, fn m -> InteropMessages.payload_body(m) =~ ~r/^\0*$/ end)
+        end
       end
 
       test "server stream of 10,000 small messages", ctx do

@@ -26,10 +26,74 @@ defmodule HFBridge.GRPC.WireTest do
       assert MessageBuffer.take(buffer) == :more
     end
 
+    test "payloads given as lists of binaries, many messages queued before a take" do
+      messages = for n <- 0..299, do: :binary.copy(<<rem(n, 251)>>, rem(n * 37, 700))
+      wire = messages |> Enum.map(&MessageBuffer.encode/1) |> IO.iodata_to_binary()
+      pieces = for <<piece::binary-size(13) <- wire>>, do: piece
+      tail = binary_part(wire, length(pieces) * 13, byte_size(wire) - length(pieces) * 13)
+
+      buffer =
+        (pieces ++ [tail])
+        |> Enum.chunk_every(3)
+        |> Enum.reduce(MessageBuffer.new(), &MessageBuffer.push(&2, &1))
+
+      assert MessageBuffer.size(buffer) == byte_size(wire)
+      assert MessageBuffer.needed(buffer) == 5
+      assert take_all(buffer, []) == messages
+    end
+
+    test "sizes and needs stay right as messages are taken from a queue" do
+      wire = Enum.map(["ab", "cde", ""], &MessageBuffer.encode/1)
+      buffer = Enum.reduce(List.flatten(wire), MessageBuffer.new(), &MessageBuffer.push(&2, &1))
+      assert MessageBuffer.size(buffer) == 20
+      assert MessageBuffer.needed(buffer) == 7
+      assert {:ok, false, "ab", buffer} = MessageBuffer.take(buffer)
+      assert {MessageBuffer.size(buffer), MessageBuffer.needed(buffer)} == {13, 8}
+      assert {:ok, false, "cde", buffer} = MessageBuffer.take(buffer)
+      assert {:ok, false, "", buffer} = MessageBuffer.take(buffer)
+      assert {MessageBuffer.size(buffer), MessageBuffer.needed(buffer)} == {0, 5}
+      assert MessageBuffer.take(buffer) == :more
+    end
+
+    test "the compressed flag is reported" do
+      buffer = MessageBuffer.push(MessageBuffer.new(), <<1, 3::32, "xyz", 0, 0::32>>)
+      assert {:ok, true, "xyz", buffer} = MessageBuffer.take(buffer)
+      assert {:ok, false, "", _} = MessageBuffer.take(buffer)
+    end
+
+    test "a large message within one payload is not copied; a small one is" do
+      big = :binary.copy("b", 300_000)
+      payload = IO.iodata_to_binary([MessageBuffer.encode(big), MessageBuffer.encode("small")])
+      buffer = MessageBuffer.push(MessageBuffer.new(), payload)
+
+      assert {:ok, false, ^big, buffer} = MessageBuffer.take(buffer)
+      {:ok, false, ^big, _} = MessageBuffer.take(MessageBuffer.push(MessageBuffer.new(), payload))
+      # the large one is a slice of the payload, the small one a copy of its bytes
+      assert {:ok, false, "small", _} = MessageBuffer.take(buffer)
+
+      {:ok, false, first, rest} =
+        MessageBuffer.take(MessageBuffer.push(MessageBuffer.new(), payload))
+
+      assert :binary.referenced_byte_size(first) == byte_size(payload)
+      {:ok, false, small, _} = MessageBuffer.take(rest)
+      assert :binary.referenced_byte_size(small) == 5
+    end
+
     defp take_all(buffer, acc) do
       case MessageBuffer.take(buffer) do
         {:ok, false, message, buffer} -> take_all(buffer, [message | acc])
         :more -> assert(MessageBuffer.size(buffer) == 0) && Enum.reverse(acc)
+      end
+    end
+  end
+
+  describe "connect options" do
+    test "max_frame_size must be a valid SETTINGS_MAX_FRAME_SIZE" do
+      for bad <- [16_383, 16_777_216, "big", 1.5e6] do
+        assert {:error, %HFBridge.Error{code: :invalid_argument, message: message}} =
+                 HFBridge.GRPC.connect("127.0.0.1", 1, max_frame_size: bad)
+
+        assert message =~ "max_frame_size"
       end
     end
   end

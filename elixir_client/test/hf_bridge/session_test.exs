@@ -1,6 +1,7 @@
 defmodule HFBridge.SessionTest do
   use HFBridge.ServerCase, async: true
 
+  import HFBridge.TestHelpers
   alias HFBridge.{Batch, Client, Session}
 
   setup_all %{data_dir: data_dir} do
@@ -233,6 +234,64 @@ defmodule HFBridge.SessionTest do
       Session.close(resumed)
     end
 
+    test "asynchronous acks are rate-limited by :ack_interval", %{client: client, small: small} do
+      {:ok, session} =
+        HFBridge.open(client, "parquet", data_files: small, batch_size: 10, ack_interval: 60_000)
+
+      for _ <- 0..3, do: {:ok, _} = Session.next_batch(session)
+      assert Session.acked(session) == nil
+      assert :ok = Session.ack(session, 0)
+      assert Session.acked(session) == 0
+      # Within the interval after the last Ack call: held and coalesced.
+      :ok = Session.ack_async(session, 1)
+      :ok = Session.ack_async(session, 2)
+      assert Session.acked(session) == 0
+
+      {:ok, resumed} = Session.resume(client, Session.resume_token(session))
+      assert {:ok, %Batch{seq: 1}} = Session.next_batch(resumed)
+      Session.close(resumed)
+      Session.close(session)
+    end
+
+    test "pending acks are sent at once at the end of the data", %{client: client, small: small} do
+      {:ok, session} =
+        HFBridge.open(client, "parquet", data_files: small, batch_size: 10, ack_interval: 60_000)
+
+      {:ok, %Batch{seq: 0}} = Session.next_batch(session)
+      assert :ok = Session.ack(session, 0)
+
+      last =
+        Enum.reduce_while(Stream.repeatedly(fn -> Session.next_batch(session) end), 0, fn
+          {:ok, batch}, _ ->
+            :ok = Session.ack_async(session, batch.seq)
+            {:cont, batch.seq}
+
+          :done, last ->
+            {:halt, last}
+        end)
+
+      assert last == 9
+      wait_until(fn -> Session.acked(session) == last end, 500)
+      Session.close(session)
+    end
+
+    test "ack_interval must be a non-negative integer", %{client: client, small: small} do
+      assert {:error, %HFBridge.Error{message: message}} =
+               HFBridge.open(client, "parquet", data_files: small, ack_interval: -1)
+
+      assert message =~ "ack_interval"
+
+      # 0: every request is sent as soon as the previous Ack call returned
+      {:ok, session} =
+        HFBridge.open(client, "parquet", data_files: small, batch_size: 10, ack_interval: 0)
+
+      for _ <- 0..2, do: {:ok, _} = Session.next_batch(session)
+      :ok = Session.ack_async(session, 0)
+      :ok = Session.ack_async(session, 2)
+      wait_until(fn -> Session.acked(session) == 2 end, 500)
+      Session.close(session)
+    end
+
     test "a failed asynchronous ack is returned by the next call", %{client: client, small: small} do
       {:ok, session} = HFBridge.open(client, "parquet", data_files: small, batch_size: 10)
       {:ok, _} = Session.next_batch(session)
@@ -243,7 +302,10 @@ defmodule HFBridge.SessionTest do
       Session.close(session)
     end
 
-    test "a batch that times out is not lost: the next call delivers it", %{client: client, large: large} do
+    test "a batch that times out is not lost: the next call delivers it", %{
+      client: client,
+      large: large
+    } do
       {:ok, session} = HFBridge.open(client, "parquet", data_files: large, batch_size: 100)
 
       first =

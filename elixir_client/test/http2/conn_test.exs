@@ -142,6 +142,85 @@ defmodule HFBridge.HTTP2.ConnTest do
     assert Conn.open_streams(conn) == 0
   end
 
+  # Feeds `bin` to the connection in pieces of `cut` bytes; returns the events.
+  defp feed(conn, bin, cut) do
+    pieces = for <<piece::binary-size(cut) <- bin>>, do: piece
+    tail = binary_part(bin, length(pieces) * cut, byte_size(bin) - length(pieces) * cut)
+
+    Enum.reduce(pieces ++ [tail], {conn, []}, fn piece, {conn, events} ->
+      {:ok, conn, new, _out} = Conn.receive_data(conn, piece)
+      {conn, events ++ new}
+    end)
+  end
+
+  test "frames cut anywhere across receive_data/2 calls decode the same" do
+    {conn, _} = ready([], [])
+    {:ok, conn, sid, _} = Conn.open_stream(conn, [{":path", "/"}], true)
+
+    {block, _} = HPACK.encode([{":status", "200"}], HPACK.new())
+    padded = <<4, "padded!", 0, 0, 0, 0>>
+
+    bin =
+      IO.iodata_to_binary([
+        Frame.headers(sid, block, false, 16_384),
+        Frame.data(sid, :binary.copy("d", 10_000), false),
+        Frame.ping("12345678", false),
+        <<byte_size(padded)::24, 0, 0x8, 0::1, sid::31>>,
+        padded,
+        Frame.data(sid, "", false),
+        Frame.data(sid, "end", true)
+      ])
+
+    for cut <- [1, 2, 5, 8, 9, 10, 17, 4096, 10_008, byte_size(bin)] do
+      {conn, events} = feed(conn, bin, cut)
+
+      assert [
+               {:headers, ^sid, [{":status", "200"}], false},
+               {:data, ^sid, d1, false},
+               {:data, ^sid, "padded!", false},
+               {:data, ^sid, d2, false},
+               {:data, ^sid, d3, true}
+             ] = events
+
+      assert IO.iodata_to_binary(d1) == :binary.copy("d", 10_000)
+      assert IO.iodata_to_binary(d2) == ""
+      assert IO.iodata_to_binary(d3) == "end"
+      assert conn.buffer == ""
+      assert Conn.open_streams(conn) == 0
+    end
+  end
+
+  test "a larger SETTINGS_MAX_FRAME_SIZE is announced and frames up to it accepted" do
+    {conn, sent} = ready(max_frame_size: 100_000, stream_window: 1_000_000)
+    assert [{:settings, false, settings}, _] = sent
+    assert settings[:max_frame_size] == 100_000
+    {:ok, conn, sid, _} = Conn.open_stream(conn, [{":path", "/"}], true)
+
+    data = :binary.copy("x", 100_000)
+
+    assert {:ok, _conn, [{:data, ^sid, got, false}], _} =
+             Conn.receive_data(conn, IO.iodata_to_binary(Frame.data(sid, data, false)))
+
+    assert IO.iodata_to_binary(got) == data
+
+    assert {:error, _, %HFBridge.Error{code: :frame_size_error}, _} =
+             Conn.receive_data(conn, IO.iodata_to_binary(Frame.data(sid, data <> "x", false)))
+
+    # the header alone is enough to refuse an oversized frame
+    assert {:error, _, %HFBridge.Error{code: :frame_size_error}, _} =
+             Conn.receive_data(conn, <<100_001::24, 0, 0, 0::1, sid::31, "xx">>)
+  end
+
+  test "the default frame size is 16 384 and is not announced" do
+    {conn, sent} = ready()
+    assert [{:settings, false, settings}, _] = sent
+    refute Keyword.has_key?(settings, :max_frame_size)
+    {:ok, conn, sid, _} = Conn.open_stream(conn, [{":path", "/"}], true)
+
+    assert {:error, _, %HFBridge.Error{code: :frame_size_error}, _} =
+             Conn.receive_data(conn, <<16_385::24, 0, 0, 0::1, sid::31>>)
+  end
+
   test "GOAWAY is reported and blocks new streams" do
     {conn, _} = ready()
 

@@ -195,15 +195,21 @@ defmodule HFBridge.Arrow.Decoder do
     {validity, st} = buffer(st, ctx)
     {offsets, st} = buffer(st, ctx)
     [child] = f.children
-    {child_values, child_len, st} = field(child, st, ctx)
     bits = if type == :list, do: 32, else: 64
 
-    {validate(
-       split_by_offsets(offsets, bits, len, child_values, child_len),
-       validity,
-       len,
-       nulls
-     ), st}
+    if flat_child?(child, st) do
+      {values, st} = flat_lists(child, offsets, bits, len, st, ctx)
+      {validate(values, validity, len, nulls), st}
+    else
+      {child_values, child_len, st} = field(child, st, ctx)
+
+      {validate(
+         split_by_offsets(offsets, bits, len, child_values, child_len),
+         validity,
+         len,
+         nulls
+       ), st}
+    end
   end
 
   defp typed({:map, _}, f, len, nulls, st, ctx) do
@@ -424,6 +430,74 @@ defmodule HFBridge.Arrow.Decoder do
   defp copies64(_, _, _), do: bad_offsets()
 
   defp bad_offsets, do: malformed("offsets decrease or point past the end of the data buffer")
+
+  # Lists of a fixed-width number type without nulls (the child node comes
+  # next, null count 0): each list is decoded straight from its slice of the
+  # child's data, without building the child column first.
+  @flat_widths %{
+    int8: 1,
+    int16: 2,
+    int32: 4,
+    int64: 8,
+    uint8: 1,
+    uint16: 2,
+    uint32: 4,
+    uint64: 8,
+    float16: 2,
+    float32: 4,
+    float64: 8
+  }
+
+  defp flat_child?(%Field{dictionary: nil, type: type}, {[{_len, 0} | _], _, _}),
+    do: Map.has_key?(@flat_widths, type)
+
+  defp flat_child?(_child, _st), do: false
+
+  defp flat_lists(%Field{type: type}, offsets, bits, len, st, ctx) do
+    {{child_len, 0}, st} = node(st, ctx)
+    {_validity, st} = buffer(st, ctx)
+    {data, st} = buffer(st, ctx)
+    w = Map.fetch!(@flat_widths, type)
+    data = need(data, child_len * w, Atom.to_string(type))
+
+    if len == 0 do
+      {[], st}
+    else
+      offsets = need(offsets, (len + 1) * div(bits, 8), "list offsets")
+      <<first::little-signed-size(bits), rest::binary>> = offsets
+
+      if first < 0 or first > child_len,
+        do: malformed("list offsets decrease or point past the #{child_len} child values")
+
+      {flat_rows(bits, rest, first, child_len, data, type, w), st}
+    end
+  end
+
+  defp flat_rows(bits, offsets, prev, max, data, type, w) do
+    case offsets do
+      <<o::little-signed-size(bits), rest::binary>> when o >= prev and o <= max ->
+        row = fixed_values(type, binary_part(data, prev * w, (o - prev) * w))
+        [row | flat_rows(bits, rest, o, max, data, type, w)]
+
+      <<>> ->
+        []
+
+      _ ->
+        malformed("list offsets decrease or point past the #{max} child values")
+    end
+  end
+
+  defp fixed_values(:int8, bin), do: for(<<v::signed-8 <- bin>>, do: v)
+  defp fixed_values(:int16, bin), do: for(<<v::little-signed-16 <- bin>>, do: v)
+  defp fixed_values(:int32, bin), do: for(<<v::little-signed-32 <- bin>>, do: v)
+  defp fixed_values(:int64, bin), do: for(<<v::little-signed-64 <- bin>>, do: v)
+  defp fixed_values(:uint8, bin), do: for(<<v::8 <- bin>>, do: v)
+  defp fixed_values(:uint16, bin), do: for(<<v::little-16 <- bin>>, do: v)
+  defp fixed_values(:uint32, bin), do: for(<<v::little-32 <- bin>>, do: v)
+  defp fixed_values(:uint64, bin), do: for(<<v::little-64 <- bin>>, do: v)
+  defp fixed_values(:float16, bin), do: f16(bin)
+  defp fixed_values(:float32, bin), do: f32(bin)
+  defp fixed_values(:float64, bin), do: f64(bin)
 
   # Splits child values into `len` lists delimited by `len + 1` offsets.
   defp split_by_offsets(_offsets, _bits, 0, _child, _child_len), do: []

@@ -26,6 +26,12 @@ defmodule HFBridge.GRPC.Connection do
 
   @user_agent "hf_bridge-elixir/0.1 grpc-otp"
 
+  # SETTINGS_MAX_FRAME_SIZE announced by default: a server may then send a
+  # large message in a few big DATA frames rather than many 16 KiB ones,
+  # which costs less per byte to receive (the stream windows still bound
+  # what is buffered).
+  @max_frame_size 1024 * 1024
+
   defstruct [
     :socket,
     :transport,
@@ -87,7 +93,8 @@ defmodule HFBridge.GRPC.Connection do
       Conn.new(
         stream_window: Keyword.get(opts, :stream_window, 4 * 1024 * 1024),
         connection_window: Keyword.get(opts, :connection_window, 32 * 1024 * 1024),
-        max_header_list_size: Keyword.get(opts, :max_header_list_size, 256 * 1024)
+        max_header_list_size: Keyword.get(opts, :max_header_list_size, 256 * 1024),
+        max_frame_size: Keyword.get(opts, :max_frame_size, @max_frame_size)
       )
 
     state = %__MODULE__{

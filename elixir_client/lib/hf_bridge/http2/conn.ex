@@ -27,7 +27,8 @@ defmodule HFBridge.HTTP2.Conn do
   `receive_data/2` returns events:
 
     * `{:headers, stream_id, headers, end_stream?}`
-    * `{:data, stream_id, binary, end_stream?}`
+    * `{:data, stream_id, iodata, end_stream?}` — the payload as a binary, or
+      as a list of binaries when the frame arrived in several pieces
     * `{:reset, stream_id, error_code}` — the peer reset the stream
     * `{:stream_error, stream_id, HFBridge.Error.t()}` — we reset it
     * `{:goaway, last_stream_id, error_code, debug}`
@@ -40,6 +41,8 @@ defmodule HFBridge.HTTP2.Conn do
 
   @max_window 0x7FFFFFFF
   @default_window 65_535
+  @min_frame_size 16_384
+  @max_frame_size 16_777_215
 
   defstruct buffer: "",
             settings_received?: false,
@@ -49,6 +52,7 @@ defmodule HFBridge.HTTP2.Conn do
             stream_window: 4 * 1024 * 1024,
             connection_window: 32 * 1024 * 1024,
             max_header_list_size: 256 * 1024,
+            max_frame_size: 16_384,
             recv_window: @default_window,
             send_window: @default_window,
             peer: %{
@@ -66,7 +70,7 @@ defmodule HFBridge.HTTP2.Conn do
   @type stream_id :: pos_integer()
   @type event ::
           {:headers, stream_id(), [HPACK.header()], boolean()}
-          | {:data, stream_id(), binary(), boolean()}
+          | {:data, stream_id(), iodata(), boolean()}
           | {:reset, stream_id(), Frame.error_code()}
           | {:stream_error, stream_id(), Error.t()}
           | {:goaway, non_neg_integer(), Frame.error_code(), binary()}
@@ -74,7 +78,10 @@ defmodule HFBridge.HTTP2.Conn do
 
   @doc """
   A new connection state. Options: `:stream_window` (default 4 MiB),
-  `:connection_window` (default 32 MiB), `:max_header_list_size` (256 KiB).
+  `:connection_window` (default 32 MiB), `:max_header_list_size` (256 KiB)
+  and `:max_frame_size`, the largest frame payload the peer may send us
+  (SETTINGS_MAX_FRAME_SIZE, RFC 9113 Section 6.5.2; default 16 384, the
+  protocol's initial value, clamped to 16 384..16 777 215).
   """
   @spec new(keyword()) :: t()
   def new(opts \\ []) do
@@ -84,7 +91,12 @@ defmodule HFBridge.HTTP2.Conn do
       stream_window: min(Keyword.get(opts, :stream_window, 4 * 1024 * 1024), @max_window),
       connection_window:
         min(Keyword.get(opts, :connection_window, 32 * 1024 * 1024), @max_window),
-      max_header_list_size: Keyword.get(opts, :max_header_list_size, 256 * 1024)
+      max_header_list_size: Keyword.get(opts, :max_header_list_size, 256 * 1024),
+      max_frame_size:
+        opts
+        |> Keyword.get(:max_frame_size, @min_frame_size)
+        |> max(@min_frame_size)
+        |> min(@max_frame_size)
     }
   end
 
@@ -94,11 +106,20 @@ defmodule HFBridge.HTTP2.Conn do
   """
   @spec preface(t()) :: {t(), iodata()}
   def preface(%__MODULE__{} = conn) do
+    # A larger SETTINGS_MAX_FRAME_SIZE means fewer frames per message. Frames
+    # up to it are accepted from the start, before the peer acknowledges it.
+    frame_size =
+      if conn.max_frame_size > @min_frame_size,
+        do: [max_frame_size: conn.max_frame_size],
+        else: []
+
     settings =
       Frame.settings(
-        enable_push: 0,
-        initial_window_size: conn.stream_window,
-        max_header_list_size: conn.max_header_list_size
+        [
+          enable_push: 0,
+          initial_window_size: conn.stream_window,
+          max_header_list_size: conn.max_header_list_size
+        ] ++ frame_size
       )
 
     increment = conn.connection_window - @default_window
@@ -250,29 +271,84 @@ defmodule HFBridge.HTTP2.Conn do
   """
   @spec receive_data(t(), binary()) ::
           {:ok, t(), [event()], iodata()} | {:error, t(), Error.t(), iodata()}
-  def receive_data(%__MODULE__{} = conn, bytes) do
-    buffer = if conn.buffer == "", do: bytes, else: conn.buffer <> bytes
-    loop(%{conn | buffer: ""}, buffer, [], [])
-  end
+  def receive_data(%__MODULE__{} = conn, ""), do: {:ok, conn, [], []}
+  def receive_data(%__MODULE__{buffer: ""} = conn, bytes), do: loop(conn, bytes, [], [])
 
-  defp loop(conn, buffer, events, out) do
-    case Frame.decode(buffer, 16_384) do
+  def receive_data(%__MODULE__{buffer: pending} = conn, bytes),
+    do: resume(%{conn | buffer: ""}, pending, bytes, [], [])
+
+  # `bytes` start at a frame boundary. A frame cut by the end of `bytes` is
+  # kept as its header plus the payload parts received so far, so the bytes
+  # of a frame are never joined just to wait for the rest (`buffer` is
+  # `{header, parts_newest_first, received}`, or the first < 9 bytes of a
+  # header).
+  defp loop(conn, bytes, events, out) do
+    case Frame.decode(bytes, conn.max_frame_size) do
+      {:ok, frame, rest} ->
+        handle(conn, frame, rest, events, out)
+
+      :more when byte_size(bytes) < 9 ->
+        done(%{conn | buffer: bytes}, events, out)
+
       :more ->
-        {:ok, %{conn | buffer: buffer}, Enum.reverse(events), Enum.reverse(out)}
+        {:ok, header, payload} = Frame.decode_header(bytes, conn.max_frame_size)
+        done(%{conn | buffer: {header, [payload], byte_size(payload)}}, events, out)
 
       {:error, {code, message}} ->
         connection_error(conn, code, message, events, out)
-
-      {:ok, frame, rest} ->
-        case handle_frame(frame, conn) do
-          {:ok, conn, new_events, new_out} ->
-            loop(conn, rest, prepend(new_events, events), [new_out | out])
-
-          {:error, code, message} ->
-            connection_error(conn, code, message, events, out)
-        end
     end
   end
+
+  defp resume(conn, head, bytes, events, out) when is_binary(head) do
+    missing = 9 - byte_size(head)
+
+    case bytes do
+      <<more::binary-size(missing), rest::binary>> ->
+        case Frame.decode_header(head <> more, conn.max_frame_size) do
+          {:ok, header, ""} -> resume(conn, {header, [], 0}, rest, events, out)
+          {:error, {code, message}} -> connection_error(conn, code, message, events, out)
+        end
+
+      _ ->
+        done(%{conn | buffer: head <> bytes}, events, out)
+    end
+  end
+
+  defp resume(conn, {{len, _, _, _} = header, parts, received}, bytes, events, out) do
+    missing = len - received
+
+    case bytes do
+      <<last::binary-size(missing), rest::binary>> ->
+        parts = if last == "", do: parts, else: [last | parts]
+
+        case Frame.decode_parts(header, Enum.reverse(parts)) do
+          {:ok, frame} -> handle(conn, frame, rest, events, out)
+          {:error, {code, message}} -> connection_error(conn, code, message, events, out)
+        end
+
+      _ ->
+        done(
+          %{conn | buffer: {header, [bytes | parts], received + byte_size(bytes)}},
+          events,
+          out
+        )
+    end
+  end
+
+  defp handle(conn, frame, rest, events, out) do
+    case handle_frame(frame, conn) do
+      {:ok, conn, new_events, new_out} when rest == "" ->
+        done(conn, prepend(new_events, events), [new_out | out])
+
+      {:ok, conn, new_events, new_out} ->
+        loop(conn, rest, prepend(new_events, events), [new_out | out])
+
+      {:error, code, message} ->
+        connection_error(conn, code, message, events, out)
+    end
+  end
+
+  defp done(conn, events, out), do: {:ok, conn, Enum.reverse(events), Enum.reverse(out)}
 
   defp prepend([], events), do: events
   defp prepend([e], events), do: [e | events]
@@ -348,7 +424,7 @@ defmodule HFBridge.HTTP2.Conn do
             stream = %{
               stream
               | recv_window: stream_window,
-                unconsumed: stream.unconsumed + byte_size(data)
+                unconsumed: stream.unconsumed + IO.iodata_length(data)
             }
 
             {conn, close_out} = put_stream(conn, stream, es)

@@ -72,10 +72,11 @@ defmodule HFBridge.HTTP2.Frame do
 
   @typedoc """
   A decoded frame. For DATA, `flow_len` is the whole payload length,
-  padding included, which is what flow control counts (Section 6.9.1).
+  padding included, which is what flow control counts (Section 6.9.1);
+  `data` is a binary, or a list of binaries from `decode_parts/2`.
   """
   @type t ::
-          {:data, stream_id(), data :: binary(), end_stream :: boolean(),
+          {:data, stream_id(), data :: iodata(), end_stream :: boolean(),
            flow_len :: non_neg_integer()}
           | {:headers, stream_id(), fragment :: binary(), end_stream :: boolean(),
              end_headers :: boolean()}
@@ -131,6 +132,45 @@ defmodule HFBridge.HTTP2.Frame do
   end
 
   def decode(buffer, _max) when is_binary(buffer), do: :more
+
+  @typedoc "A frame header: payload length, type, flags and stream id."
+  @type header :: {length :: non_neg_integer(), type :: byte(), flags :: byte(), stream_id()}
+
+  @doc """
+  Decodes the 9-byte header at the front of `buffer`, for a receiver that
+  collects a frame's payload itself: `{:ok, header, rest}`, `:more` with
+  fewer than 9 bytes, or a `:frame_size_error` when the length exceeds
+  `max_frame_size`.
+  """
+  @spec decode_header(binary(), pos_integer()) ::
+          {:ok, header(), binary()} | :more | decode_error()
+  def decode_header(<<len::24, _type, _flags, _r::1, _sid::31, _::binary>>, max_frame_size)
+      when len > max_frame_size,
+      do:
+        {:error,
+         {:frame_size_error, "frame of #{len} bytes exceeds the maximum #{max_frame_size}"}}
+
+  def decode_header(<<len::24, type, flags, _r::1, sid::31, rest::binary>>, _max),
+    do: {:ok, {len, type, flags, sid}, rest}
+
+  def decode_header(buffer, _max) when is_binary(buffer), do: :more
+
+  @doc """
+  Decodes a frame from its header and its whole payload given as a list of
+  binaries. The payload of an unpadded DATA frame stays that list (no
+  copy); every other frame is joined and decoded as by `decode/2`.
+  """
+  @spec decode_parts(header(), [binary()]) :: {:ok, t()} | decode_error()
+  def decode_parts({len, @data, flags, sid}, parts)
+      when sid != 0 and band(flags, @flag_padded) == 0,
+      do: {:ok, {:data, sid, parts, flag?(flags, @flag_end_stream), len}}
+
+  def decode_parts({_len, type, flags, sid}, parts) do
+    case decode_payload(type, flags, sid, IO.iodata_to_binary(parts)) do
+      {:error, _} = error -> error
+      frame -> {:ok, frame}
+    end
+  end
 
   defp decode_payload(type, _flags, 0, _payload)
        when type in [@data, @headers, @priority, @rst_stream, @push_promise, @continuation],
