@@ -363,6 +363,9 @@ defmodule HFBridge.CLI do
   @spec start_app!(String.t()) :: :ok
   def start_app!(task) do
     if Mix.Project.get(), do: Mix.Task.run("app.config")
+    # Rows go to stdout (`--format jsonl` is meant for pipes): log lines, such as
+    # HFBridge.Runtime's one-time hint, go to stderr.
+    Logger.configure_backend(:console, device: :standard_error)
 
     case Application.ensure_all_started(:hf_bridge) do
       {:ok, _} -> :ok
