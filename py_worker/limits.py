@@ -25,7 +25,7 @@ class Limits:
     max_message_bytes: int = 128 * MiB
     idle_ttl_seconds: float = 600.0
     open_deadline_seconds: float = 90.0
-    prefetch_batches: int = 4
+    prefetch_batches: int = 8
     worker_prefetch_bytes: int = 512 * MiB
     worker_ring_bytes: int = 64 * MiB
     checkpoint_ttl_seconds: float = 30 * 86400.0

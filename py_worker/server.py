@@ -24,6 +24,12 @@ from py_worker.pool import Pool, log
 from py_worker.wire import SERVICE_NAME, pb
 
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost", "[::1]")
+# gRPC core's HTTP/2 write buffer per connection. Sending a streamed message
+# completes once it is queued there, so with room for a few batches the next
+# batch is handed over while the socket still drains the last one, instead of
+# each multi-megabyte batch waiting for the one before it (about +25% MB/s
+# into Elixir in `bench` figure 2).
+HTTP2_WRITE_BUFFER = 8 * 1024 * 1024
 
 
 def _identity(data: bytes) -> bytes:
@@ -180,6 +186,7 @@ async def serve(config: ServerConfig, opts: ServeOptions) -> int:
         ("grpc.max_send_message_length", size),
         ("grpc.max_receive_message_length", size),
         ("grpc.so_reuseport", 0),
+        ("grpc.http2.write_buffer_size", HTTP2_WRITE_BUFFER),
     ])
     server.add_generic_rpc_handlers((build_handlers(front, config),))
     health_servicer = health.aio.HealthServicer()
