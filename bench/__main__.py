@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     load_start = os.getloadavg()
     _log(f"bench: data set of {size} MiB Parquet")
     data = bench_data.ensure(size, log=_log)
-    bench_data.warm(data.parquet_files + [data.arrow_file])
+    saved = sorted(Path(data.saved_dir).rglob("*.arrow")) if getattr(data, "saved_dir", None) else []
+    bench_data.warm(data.parquet_files + [data.arrow_file] + saved)
     elixir = Elixir()
     _log("bench: compiling the Elixir client")
     if not elixir.compile():
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{opts.workers} workers, {os.cpu_count()} CPUs{' (quick)' if args.quick else ''}; "
           f"load average {load_start[0]:.1f} at start, {os.getloadavg()[0]:.1f} at end")
     print(text)
-    print(f"Elixir VM flags: {elixir.erl_flags or '(VM defaults)'} (HF_BRIDGE_BENCH_ERL_FLAGS; see HFBridge.Runtime)")
+    print(f"Elixir VM flags: {elixir.erl_flags or '(VM defaults)'} (HF_BRIDGE_BENCH_ERL_FLAGS)")
     notes = sorted({r.details.get("note", "") for r in rows if r.details.get("note")})
     for n in notes:
         print(f"note: {n}")

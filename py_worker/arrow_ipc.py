@@ -88,18 +88,36 @@ def encode_batch(seq: int, num_rows: int, table: pa.Table) -> pa.Buffer:
     data is copied once (twice when chunks had to be combined) and no growing
     buffer is reallocated.
     """
-    table = single_chunk(table)
-    mock = pa.MockOutputStream()
-    _write_ipc(mock, table)
-    size = mock.size()
-    head = _batch_head(seq, num_rows, size)
-    buf = pa.allocate_buffer(len(head) + size)
-    sink = pa.FixedSizeBufferWriter(buf)
-    sink.write(head)
-    _write_ipc(sink, table)
-    if sink.tell() != len(head) + size:  # the two passes must agree byte for byte in length
-        raise RuntimeError(f"Arrow IPC stream size changed between passes ({size} then {sink.tell() - len(head)})")
+    encoder = BatchEncoder(seq, num_rows, table)
+    buf = pa.allocate_buffer(encoder.size)
+    encoder.write_into(memoryview(buf))
     return buf
+
+
+class BatchEncoder:
+    """A `Batch` message measured first and written later into memory the caller provides.
+
+    `size` is the exact length of the serialised message; `write_into` fills
+    a writable buffer of that length (a fresh Arrow buffer, or a slot of the
+    worker's shared ring, so the message is written where it is sent from).
+    """
+
+    def __init__(self, seq: int, num_rows: int, table: pa.Table) -> None:
+        self.table = single_chunk(table)
+        mock = pa.MockOutputStream()
+        _write_ipc(mock, self.table)
+        self.ipc_size = mock.size()
+        self.head = _batch_head(seq, num_rows, self.ipc_size)
+        self.size = len(self.head) + self.ipc_size
+
+    def write_into(self, target: memoryview) -> None:
+        """Write the message into `target` (exactly `size` writable bytes)."""
+        sink = pa.FixedSizeBufferWriter(pa.py_buffer(target))
+        sink.write(self.head)
+        _write_ipc(sink, self.table)
+        if sink.tell() != self.size:  # the two passes must agree byte for byte in length
+            raise RuntimeError(
+                f"Arrow IPC stream size changed between passes ({self.ipc_size} then {sink.tell() - len(self.head)})")
 
 
 def end_message(seq: int) -> bytes:

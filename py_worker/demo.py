@@ -34,8 +34,6 @@ def main(argv: list[str]) -> int:
     env.setdefault("HF_BRIDGE_PYTHON", sys.executable)
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("MIX_ENV", "dev")
-    # The VM flag hf_bridge recommends for streaming megabyte batches (see HFBridge.Runtime).
-    env.setdefault("ELIXIR_ERL_OPTIONS", "+MBsbct 8192")
     subprocess.run([mix, "compile"], cwd=ELIXIR_CLIENT, env=env, check=True, stdout=subprocess.DEVNULL)
     cmd = [
         mix,

@@ -113,9 +113,11 @@ class Ring:
             self.fd = None
 
     # -- producer --
-    def put(self, body: memoryview) -> int | None:
-        """Copy `body` into the ring; its absolute position, or None when it does not fit now."""
-        n = body.nbytes
+    def reserve(self, n: int) -> tuple[int, memoryview] | None:
+        """Room for `n` bytes: `(absolute position, writable view)`, or None when it does not fit now.
+
+        Nothing is published until `commit`; one reservation at a time.
+        """
         if n > self.size:
             return None
         consumed = struct.unpack_from("<Q", self.mm, 0)[0]
@@ -126,9 +128,21 @@ class Ring:
             off = 0
         if start + n - consumed > self.size:
             return None
-        self.view[self.HEAD + off:self.HEAD + off + n] = body
-        self.head = start + n
-        return start
+        return start, self.view[self.HEAD + off:self.HEAD + off + n]
+
+    def commit(self, pos: int, n: int) -> None:
+        """Mark the reservation at `pos` written (the frame naming it may now be sent)."""
+        self.head = pos + n
+
+    def put(self, body: memoryview) -> int | None:
+        """Copy `body` into the ring; its absolute position, or None when it does not fit now."""
+        slot = self.reserve(body.nbytes)
+        if slot is None:
+            return None
+        pos, view = slot
+        view[:] = body
+        self.commit(pos, body.nbytes)
+        return pos
 
     # -- consumer --
     def take(self, pos: int, n: int) -> bytes:
@@ -140,6 +154,12 @@ class Ring:
         self.tail = pos + n
         struct.pack_into("<Q", self.mm, 0, self.tail)
         return data
+
+
+def send_ring_frame(sock: socket.socket, header: tuple, pos: int, n: int) -> None:
+    """Send a frame whose payload was written into the ring at `pos` (`n` bytes, committed)."""
+    head = pickle.dumps(header, protocol=pickle.HIGHEST_PROTOCOL)
+    sock.sendall(PREFIX.pack(len(head), 0, pos, n) + head)
 
 
 def send_frame(sock: socket.socket, header: tuple, payload: Any = None, ring: Ring | None = None) -> None:

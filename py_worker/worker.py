@@ -46,7 +46,7 @@ from typing import Any
 
 from py_worker.config import ServerConfig
 from py_worker.errors import from_exception
-from py_worker.frames import Ring, send_frame, socket_of
+from py_worker.frames import Ring, send_frame, send_ring_frame, socket_of
 
 
 def _log(name: str, text: str) -> None:
@@ -90,6 +90,36 @@ class _Piece:
                 raise
             self.table = None
             return self.buf, True
+
+    def encode_into(self, ring: Ring) -> tuple[int, int] | None:
+        """Encode straight into a reserved slot of `ring` (committed): `(position, length)`.
+
+        None when the piece was encoded already, or when the ring has no room
+        (the piece is then encoded into its own buffer, which `encode` returns).
+        """
+        import pyarrow as pa
+
+        from py_worker.arrow_ipc import BatchEncoder
+
+        with self.lock:
+            if self.buf is not None or self.error is not None:
+                return None
+            try:
+                encoder = BatchEncoder(self.seq, self.num_rows, self.table)
+                slot = ring.reserve(encoder.size)
+                if slot is None:
+                    buf = pa.allocate_buffer(encoder.size)
+                    encoder.write_into(memoryview(buf))
+                    self.buf, self.table = buf, None
+                    return None
+                pos, view = slot
+                encoder.write_into(view)
+            except Exception as exc:
+                self.error = exc
+                raise
+            ring.commit(pos, encoder.size)
+            self.table = None
+            return pos, encoder.size
 
 
 class _Session:
@@ -366,6 +396,8 @@ class Worker:
             self.wake(session)  # behind the other sessions that wait
         if isinstance(payload, _Piece):
             try:
+                if self._send_piece_via_ring(header, payload):
+                    return
                 payload, _ = payload.encode()
             except Exception as exc:  # noqa: BLE001 - a batch that cannot be encoded ends its session
                 err = from_exception(exc, f"encoding a batch of '{session.spec.get('path')}'")
@@ -373,6 +405,21 @@ class Worker:
                 session.close()
                 return
         self.send(header, payload)
+
+    def _send_piece_via_ring(self, header: tuple, piece: _Piece) -> bool:
+        """Encode `piece` into the shared ring and send its frame; False when that is not possible
+        (no ring, piece encoded ahead already, or no room: the caller sends it the usual way)."""
+        if not self.ring_enabled or self.ring is None:
+            return False
+        with self._send_lock:
+            placed = piece.encode_into(self.ring)
+            if placed is None:
+                return False
+            try:
+                send_ring_frame(self.sock, header + (True,), *placed)
+            except (OSError, ValueError):
+                pass  # the front is gone, as in `send`
+            return True
 
     def stop_sender(self) -> None:
         """Stop the sender thread (batches not yet sent are dropped)."""

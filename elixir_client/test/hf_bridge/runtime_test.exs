@@ -56,6 +56,7 @@ defmodule HFBridge.RuntimeTest do
     setup do
       Runtime.forget_hint()
       previous = Application.get_env(:hf_bridge, :runtime_advice)
+      Application.put_env(:hf_bridge, :runtime_advice, true)
 
       on_exit(fn ->
         Runtime.forget_hint()
@@ -98,6 +99,17 @@ defmodule HFBridge.RuntimeTest do
     test "logs nothing when there is nothing to advise" do
       log = capture_log([level: :info], fn -> assert :skipped = Runtime.hint_with(:ok) end)
       refute log =~ "sbct"
+    end
+
+    test "the hint is off unless configured" do
+      Application.delete_env(:hf_bridge, :runtime_advice)
+
+      log =
+        capture_log([level: :info], fn ->
+          assert :skipped = Runtime.hint_with({:advise, "raise sbct please"})
+        end)
+
+      refute log =~ "raise sbct please"
     end
 
     test "config :hf_bridge, runtime_advice: false turns it off" do
