@@ -88,6 +88,12 @@ def test_encode_batch_equals_the_two_step_encoding_and_parses(seq):
 from py_worker.frames import RING_MIN_BYTES, Ring, RingError  # noqa: E402
 
 
+def _close(*things) -> None:
+    """Close rings, sockets and pipe ends."""
+    for t in things:
+        t.close()
+
+
 def _ring_pair(size: int) -> tuple[Ring, Ring]:
     producer = Ring.create(size)
     return producer, Ring.attach(os.getpid(), producer.fd, size)
@@ -112,12 +118,7 @@ def test_ring_carries_payloads_in_order_through_wraparound_and_falls_back_inline
     assert [h for h, _ in got] == [("batch", i) for i in range(len(payloads))]
     assert [p for _, p in got] == payloads
     assert consumer.tail <= producer.head
-    for r in (producer, consumer):
-        r.close()
-    for s in (sa, sb):
-        s.close()
-    a.close()
-    b.close()
+    _close(producer, consumer, sa, sb, a, b)
 
 
 def test_ring_put_refuses_what_does_not_fit_until_the_consumer_reads():
@@ -148,9 +149,4 @@ def test_ring_references_outside_what_was_written_are_protocol_errors():
     send_frame(sa, ("batch", 0), b"x" * RING_MIN_BYTES, ring=producer)
     with pytest.raises(RingError):
         recv_frame(sb)
-    for r in (producer, consumer):
-        r.close()
-    for s in (sa, sb):
-        s.close()
-    a.close()
-    b.close()
+    _close(producer, consumer, sa, sb, a, b)
