@@ -67,7 +67,7 @@ test-python: python
 
 test-elixir: python elixir node
 	@if [ -f elixir_client/mix.exs ]; then \
-	  cd elixir_client && MIX_ENV=test mix test; \
+	  cd elixir_client && mix format --check-formatted && MIX_ENV=test mix test; \
 	else echo "elixir_client: no mix project yet"; fi
 
 bench: install

@@ -21,7 +21,17 @@ defmodule HFBridge.Error do
 
   @type code :: atom()
   @type layer ::
-          :grpc | :http2 | :hpack | :proto | :arrow | :json | :session | :server | :options | :parquet | atom()
+          :grpc
+          | :http2
+          | :hpack
+          | :proto
+          | :arrow
+          | :json
+          | :session
+          | :server
+          | :options
+          | :parquet
+          | atom()
 
   @type t :: %__MODULE__{
           code: code(),
@@ -31,7 +41,11 @@ defmodule HFBridge.Error do
           details: map()
         }
 
-  defexception code: :unknown, message: "unknown error", layer: :unknown, retryable: false, details: %{}
+  defexception code: :unknown,
+               message: "unknown error",
+               layer: :unknown,
+               retryable: false,
+               details: %{}
 
   @grpc_codes %{
     0 => :ok,

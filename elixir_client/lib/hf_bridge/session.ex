@@ -27,7 +27,8 @@ defmodule HFBridge.Session do
           "`HFBridge.stream/2` uses): requests made meanwhile coalesce into one for the " <>
           "highest batch, so the committed checkpoint trails the consumer by at most about " <>
           "this long. Pending acknowledgements are sent at once when the stream reaches its " <>
-          "end, by `flush_acks/1`, and before the session closes. `0` sends each as soon as " <>
+          "end and by `flush_acks/1` (closing a session deletes its checkpoint, so none are " <>
+          "sent then). `0` sends each as soon as " <>
           "the previous one is answered."
     ],
     retry: [
@@ -85,8 +86,8 @@ defmodule HFBridge.Session do
 
   use GenServer, restart: :temporary
 
-  # How long closing waits for each acknowledgement it flushes.
-  @close_ack_timeout 10_000
+  # How long closing lets an Ack already in flight finish.
+  @close_ack_timeout 2_000
 
   require Logger
   alias HFBridge.{Batch, Client, Error, Options, Spec, Telemetry}
@@ -192,8 +193,8 @@ defmodule HFBridge.Session do
   one `Ack` call is in flight per session, and calls start at most once per
   `:ack_interval`; requests made meanwhile coalesce into one for the highest
   `seq`. Pending requests are sent without waiting for the interval when the
-  session reaches the end of the data, by `flush_acks/1` and when the
-  session closes. A failed asynchronous ack is returned by the next
+  session reaches the end of the data and by `flush_acks/1` (not on close:
+  closing deletes the checkpoint). A failed asynchronous ack is returned by the next
   `next_batch/2` (or `ack/2`).
   """
   @spec ack_async(t(), non_neg_integer()) :: :ok
@@ -564,25 +565,13 @@ defmodule HFBridge.Session do
     )
   end
 
-  # Acknowledgements requested before closing reach the server first (the
-  # rate limit may have held the latest one back). A failed Ack in flight
-  # means the server cannot take one now: nothing more is sent.
-  defp flush_on_close(state) do
-    in_flight =
-      case state.ack_task do
-        nil -> {:ok, :ok}
-        task -> Task.yield(task, @close_ack_timeout) || Task.shutdown(task, :brutal_kill)
-      end
+  # An Ack in flight may finish before CloseSession (which deletes the
+  # checkpoint, so pending acknowledgements are not sent).
+  defp flush_on_close(%{ack_task: nil}), do: :ok
 
-    case {in_flight, state} do
-      {{:ok, :ok}, %{pending_ack: seq, server_seq: server_seq}}
-      when is_integer(seq) and seq <= server_seq ->
-        _ = send_ack(state.client, state.info.session_id, seq, timeout: @close_ack_timeout)
-        :ok
-
-      _ ->
-        :ok
-    end
+  defp flush_on_close(%{ack_task: task}) do
+    _ = Task.yield(task, @close_ack_timeout) || Task.shutdown(task, :brutal_kill)
+    :ok
   end
 
   defp close_reason(:normal), do: :normal
