@@ -41,8 +41,8 @@ def _ids(tables) -> list[int]:
     return [i for t in tables for i in t.column("id").to_pylist()]
 
 
-def test_a_worker_sends_large_batches_through_its_ring_and_the_rest_inline(tmp_path, wide_root):
-    """A 512 KiB ring: 100-row batches (~100 KB) fit, so most go through it, and it fills and wraps."""
+def test_a_worker_sends_large_batches_through_its_ring(tmp_path, wide_root):
+    """A 512 KiB ring: 100-row batches (~100 KB) fit, so they go through it, and it wraps."""
     front, worker_end = mp.Pipe(duplex=True)
     limits = Limits(worker_ring_bytes=512 * 1024)
     config = ServerConfig(data_roots=[wide_root], export_roots=[tmp_path], state_dir=tmp_path, limits=limits)
@@ -57,9 +57,10 @@ def test_a_worker_sends_large_batches_through_its_ring_and_the_rest_inline(tmp_p
         front.send_bytes(pickle.dumps(("open", 1, "s", SPEC.to_dict(), 100, 1 << 20, 0, None)))
         header, _ = recv_frame(sock, ring)
         assert header[0] == "reply" and header[2], header
-        front.send_bytes(pickle.dumps(("credit", "s", 10_000)))
         tables, before, total = [], ring.tail, 0
         while True:
+            # One credit at a time: the ring is never full, so every large batch must use it.
+            front.send_bytes(pickle.dumps(("credit", "s", 1)))
             header, payload = recv_frame(sock, ring)
             total += len(payload or b"")
             assert header[0] == "batch", header
@@ -91,3 +92,26 @@ def test_a_server_without_a_ring_or_with_a_small_one_delivers_every_row(tmp_path
                 client.close_session(h.session_id)
     finally:
         assert srv.stop() == 0
+
+
+def test_a_piece_encoded_into_the_ring_is_byte_for_byte_the_usual_message(wide_root):
+    from py_worker.arrow_ipc import encode_batch
+    from py_worker.worker import _Piece
+
+    table = pq.read_table(wide_root / "wide" / "part-0.parquet")
+    # Two chunks per column, as `datasets` hands over slices that span record batches.
+    piece_table = pa.concat_tables([table.slice(0, 150), table.slice(150, 150)])
+    expected = encode_batch(7, 300, piece_table).to_pybytes()
+    producer = Ring.create(1 << 20)
+    consumer = Ring.attach(os.getpid(), producer.fd, 1 << 20)
+    try:
+        pos, n = _Piece(7, 300, piece_table).encode_into(producer)
+        assert consumer.take(pos, n) == expected
+        # No room: the piece is encoded into its own buffer instead, for the socket.
+        big = _Piece(8, ROWS, table)
+        assert big.encode_into(producer) is None
+        buf, fresh = big.encode()
+        assert not fresh and buf.to_pybytes() == encode_batch(8, ROWS, table).to_pybytes()
+    finally:
+        producer.close()
+        consumer.close()
