@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import OrderedDict
 import os
 import threading
 from dataclasses import dataclass, field
@@ -402,11 +403,47 @@ def _load_saved(spec: DatasetSpec, res: Resolved) -> tuple[dict[str, "datasets.D
     return splits, spec.split_name
 
 
+# Saved splits opened recently, kept memory-mapped: a worker opens the same saved
+# dataset for many sessions (shards of one pipeline, re-runs), and a mapping that
+# stays open costs neither `load_from_disk` nor a page fault per page again.
+SAVED_CACHE_SIZE = 8
+_saved_cache: "OrderedDict[tuple, datasets.Dataset]" = OrderedDict()
+_saved_cache_lock = threading.Lock()
+
+
+def _saved_signature(folder: Path, state: dict) -> tuple:
+    """What identifies one version of a saved split: its state file and Arrow files, by size and mtime."""
+    files = [folder / SAVED_DATASET_STATE] + [folder / str(f.get("filename", "")) for f in state.get("_data_files", [])]
+    sig = []
+    for f in files:
+        st = f.stat()
+        sig.append((f.name, st.st_size, st.st_mtime_ns))
+    return (str(folder.resolve()), tuple(sig))
+
+
 def _load_saved_split(folder: Path) -> "datasets.Dataset":
-    """One saved `Dataset`, memory-mapped; one saved with no rows (and so no Arrow file) is built empty."""
+    """One saved `Dataset`, memory-mapped (cached per version, see `SAVED_CACHE_SIZE`); one saved with no
+    rows (and so no Arrow file) is built empty."""
+    state = json.loads((folder / SAVED_DATASET_STATE).read_text())
+    key = _saved_signature(folder, state)
+    with _saved_cache_lock:
+        ds = _saved_cache.get(key)
+        if ds is not None:
+            _saved_cache.move_to_end(key)
+            return ds
+    ds = _open_saved_split(folder, state)
+    with _saved_cache_lock:
+        _saved_cache[key] = ds
+        _saved_cache.move_to_end(key)
+        while len(_saved_cache) > SAVED_CACHE_SIZE:
+            _saved_cache.popitem(last=False)
+    return ds
+
+
+def _open_saved_split(folder: Path, state: dict) -> "datasets.Dataset":
+    """Open one saved split from disk (its parsed `state.json` given)."""
     import datasets
 
-    state = json.loads((folder / SAVED_DATASET_STATE).read_text())
     if not state.get("_data_files"):  # `load_from_disk` cannot open these
         info = datasets.DatasetInfo.from_directory(str(folder))
         features = info.features or datasets.Features()

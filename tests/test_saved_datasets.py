@@ -275,3 +275,30 @@ def test_the_shard_count_rule(saved):
     assert saved_num_shards(small, DatasetSpec("p", num_shards=900)) == 500  # never more shards than rows
     # The same spec over the same data always gives the same shards (so checkpoints resume).
     assert saved_num_shards(datasets.load_from_disk(str(saved["plain"])), DatasetSpec("p")) == PLAIN_FILES
+
+
+def test_a_saved_folder_rewritten_in_place_is_served_anew(client, data_root):
+    """Workers keep recently opened saved splits mapped; a new `save_to_disk` to the same folder is seen."""
+    folder = data_root / "saved_rewritten"
+    shutil.rmtree(folder, ignore_errors=True)
+    _dataset(40).save_to_disk(str(folder))
+    for _ in range(2):  # the second open is served from the worker's cache
+        h = client.open(DatasetSpec(str(folder)), batch_size=16)
+        assert _ids(read_all(client, h.session_id)[1]) == list(range(40))
+    shutil.rmtree(folder)
+    _dataset(25, start=1000).save_to_disk(str(folder))
+    h = client.open(DatasetSpec(str(folder)), batch_size=16)
+    assert _ids(read_all(client, h.session_id)[1]) == list(range(1000, 1025))
+
+
+def test_saved_splits_are_cached_per_version(tmp_path):
+    from py_worker import spec as spec_mod
+
+    folder = tmp_path / "ds"
+    _dataset(10).save_to_disk(str(folder))
+    first = spec_mod._load_saved_split(folder)
+    assert spec_mod._load_saved_split(folder) is first
+    shutil.rmtree(folder)
+    _dataset(12).save_to_disk(str(folder))
+    second = spec_mod._load_saved_split(folder)
+    assert second is not first and len(second) == 12
