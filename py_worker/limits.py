@@ -35,9 +35,9 @@ class Limits:
             value = getattr(self, f.name)
             if f.name in _ZERO_ALLOWED:
                 if value < 0:
-                    raise ValueError(f"limit {f.name} must be 0 or more, got {value}")
+                    raise ValueError(f"{self.flag(f.name)} must be 0 or more, got {value}")
             elif value <= 0:
-                raise ValueError(f"limit {f.name} must be positive, got {value}")
+                raise ValueError(f"{self.flag(f.name)} must be positive, got {value}")
         if self.max_sessions_per_client > self.max_sessions:
             raise ValueError("max_sessions_per_client must not exceed max_sessions")
         if self.default_batch_rows > self.max_batch_rows:

@@ -63,7 +63,7 @@ def test_serve_ready_line_and_clean_exit(tmp_path, data_root, sig):
 
 def test_serve_rejects_bad_limits(tmp_path):
     r = _cli("serve", "--port", "0", "--max-sessions", "0", "--state-dir", str(tmp_path))
-    assert r.returncode == 1 and "max_sessions must be positive" in r.stderr
+    assert r.returncode == 1 and "--max-sessions must be positive" in r.stderr
 
 
 def test_export_rpc_is_wired(server):
