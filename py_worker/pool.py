@@ -101,7 +101,10 @@ class WorkerHandle:
             if sock is not None:
                 sock.close()
             if ring is not None:
-                ring.close()
+                try:
+                    ring.close()
+                except (BufferError, OSError, ValueError):
+                    pass  # still referenced somewhere: unmapped when collected; the restart must go on
             try:
                 loop.call_soon_threadsafe(self.pool._died, self, gen)
             except RuntimeError:
