@@ -276,7 +276,10 @@ class _Session:
                             return
                         if self._may_prepare():
                             break
-                        todo = self._unencoded()
+                        # With the shared ring, the sender encodes each batch straight into
+                        # it (one copy); a batch encoded ahead into its own buffer would take
+                        # the socket instead and cost more copies than it saves in waiting.
+                        todo = None if self.worker.ring_enabled else self._unencoded()
                         if todo is not None:
                             break
                         # Held back by the worker's byte budget: other sessions
