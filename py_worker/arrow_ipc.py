@@ -8,9 +8,14 @@ the bytes through to gRPC without decoding or copying the Arrow payload again.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from typing import Iterator
 
 import pyarrow as pa
+
+from py_worker.ipc_gather import GatherPlan
+from py_worker.ipc_gather import plan as gather_plan
 
 
 def varint(n: int) -> bytes:
@@ -84,9 +89,10 @@ def encode_batch(seq: int, num_rows: int, table: pa.Table) -> pa.Buffer:
     Same bytes as `batch_message(seq, num_rows, table_to_ipc(single_chunk(table)))`:
     the IPC stream holds one record batch whatever the table's chunking. It is
     written once, straight into a buffer of the exact final size: a first pass
-    on a `MockOutputStream` only measures it (no data copied), so the Arrow
-    data is copied once (twice when chunks had to be combined) and no growing
-    buffer is reallocated.
+    only measures it (no data copied), so the Arrow data is copied once (from
+    several chunks it is gathered by `ipc_gather`; twice only for column types
+    that module does not handle, whose chunks are combined first) and no
+    growing buffer is reallocated.
     """
     encoder = BatchEncoder(seq, num_rows, table)
     buf = pa.allocate_buffer(encoder.size)
@@ -100,24 +106,81 @@ class BatchEncoder:
     `size` is the exact length of the serialised message; `write_into` fills
     a writable buffer of that length (a fresh Arrow buffer, or a slot of the
     worker's shared ring, so the message is written where it is sent from).
+
+    When the table has rows, some column has several chunks and every column
+    type is supported by `ipc_gather`, the record batch message is gathered
+    straight from the chunks (`gather` is its plan): the stream is the schema
+    message, that record batch and the end-of-stream marker, each data byte
+    copied once, and the bytes are the same as pyarrow's writer gives for the
+    combined table. Otherwise pyarrow's writer encodes the (combined) table.
     """
 
     def __init__(self, seq: int, num_rows: int, table: pa.Table) -> None:
-        self.table = single_chunk(table)
-        mock = pa.MockOutputStream()
-        _write_ipc(mock, self.table)
-        self.ipc_size = mock.size()
+        self.gather: GatherPlan | None = None
+        if table.num_rows and any(col.num_chunks > 1 for col in table.columns):
+            self.gather = gather_plan(table)
+        if self.gather is not None:
+            self.table = table
+            self.schema_ipc = schema_message(table.schema)
+            self.ipc_size = len(self.schema_ipc) + self.gather.size + len(END_OF_STREAM)
+        else:
+            self.table = single_chunk(table)
+            mock = pa.MockOutputStream()
+            _write_ipc(mock, self.table)
+            self.ipc_size = mock.size()
         self.head = _batch_head(seq, num_rows, self.ipc_size)
         self.size = len(self.head) + self.ipc_size
 
     def write_into(self, target: memoryview) -> None:
         """Write the message into `target` (exactly `size` writable bytes)."""
+        if self.gather is not None:
+            view = target if target.format == "B" and target.ndim == 1 else target.cast("B")
+            if view.nbytes != self.size:
+                raise ValueError(f"target holds {view.nbytes} bytes, the Batch message needs {self.size}")
+            pos = len(self.head)
+            view[:pos] = self.head
+            view[pos:pos + len(self.schema_ipc)] = self.schema_ipc
+            pos += len(self.schema_ipc)
+            self.gather.write_into(view[pos:pos + self.gather.size])
+            view[pos + self.gather.size:] = END_OF_STREAM
+            return
         sink = pa.FixedSizeBufferWriter(pa.py_buffer(target))
         sink.write(self.head)
         _write_ipc(sink, self.table)
         if sink.tell() != self.size:  # the two passes must agree byte for byte in length
             raise RuntimeError(
                 f"Arrow IPC stream size changed between passes ({self.ipc_size} then {sink.tell() - len(self.head)})")
+
+
+#: The IPC end-of-stream marker: continuation token and a zero metadata length.
+END_OF_STREAM = b"\xff\xff\xff\xff\x00\x00\x00\x00"
+
+_schema_cache: "OrderedDict[int, tuple[pa.Schema, bytes]]" = OrderedDict()
+_schema_cache_lock = threading.Lock()
+_SCHEMA_CACHE_SIZE = 32
+
+
+def schema_message(schema: pa.Schema) -> bytes:
+    """pyarrow's encapsulated IPC schema message for `schema` (metadata included), without end-of-stream.
+
+    Kept for the last few schemas seen: the same schema object, or an equal
+    one (metadata compared too), reuses the bytes.
+    """
+    with _schema_cache_lock:
+        hit = _schema_cache.get(id(schema))
+        if hit is None or hit[0] is not schema:
+            hit = next((v for v in _schema_cache.values() if v[0].equals(schema, check_metadata=True)), None)
+        if hit is not None:
+            return hit[1]
+    stream = schema_to_ipc(schema)
+    if not stream.endswith(END_OF_STREAM):
+        raise RuntimeError("pyarrow's schema stream does not end with the end-of-stream marker")
+    message = stream[:-len(END_OF_STREAM)]
+    with _schema_cache_lock:
+        _schema_cache[id(schema)] = (schema, message)  # holding the schema keeps its id from being reused
+        while len(_schema_cache) > _SCHEMA_CACHE_SIZE:
+            _schema_cache.popitem(last=False)
+    return message
 
 
 def end_message(seq: int) -> bytes:
