@@ -81,13 +81,15 @@ class GatherPlan:
         view = target if target.format == "B" and target.ndim == 1 else target.cast("B")
         if view.nbytes != self.size:
             raise ValueError(f"target holds {view.nbytes} bytes, the record batch message needs {self.size}")
-        signed = view.cast("b")  # pyarrow buffers export format 'b'; memoryview copies need equal formats
+        # Arrow buffers are copied by an Arrow writer, which releases the GIL while it
+        # copies (so a session thread decoding in this process is not held up);
+        # the small computed pieces are assigned directly.
         base = len(self.metadata)
         view[:base] = self.metadata
         for offset, src in self.copies:
             start = base + offset
             if isinstance(src, pa.Buffer):
-                signed[start:start + src.size] = src
+                pa.FixedSizeBufferWriter(pa.py_buffer(view[start:start + src.size])).write(src)
             else:
                 view[start:start + len(src)] = src
 
