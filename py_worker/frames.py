@@ -14,7 +14,7 @@ the same socket, because they carry the batches:
 
 Large payloads travel through a `Ring`: a shared-memory buffer the worker
 creates (a memfd) and the front maps once it has the worker's "ready"
-message. The worker copies the payload into the ring and sends only the
+message, which carries the memfd's descriptor (`send_frame_with_fds`). The worker copies the payload into the ring and sends only the
 prefix and header; the front copies it out into the `bytes` object gRPC sends
 and publishes how far it has read. Frames arrive in order, so the ring is
 consumed in order: one producer, one consumer, no locks. A payload that does
@@ -93,15 +93,19 @@ class Ring:
         return cls(mm, size, fd)
 
     @classmethod
-    def attach(cls, pid: int, fd: int, size: int) -> "Ring":
-        """Map the ring that process `pid` created as descriptor `fd` (consumer side; OSError when not allowed)."""
-        own = os.open(f"/proc/{int(pid)}/fd/{int(fd)}", os.O_RDWR)
+    def attach(cls, fd: int, size: int) -> "Ring":
+        """Map a ring from a descriptor of the producer's memfd (consumer side); `fd` is closed either way.
+
+        The descriptor comes from the producer itself (`send_frame_with_fds`),
+        so no access to the producer's /proc entry is needed. OSError when it
+        is not a ring of `size` bytes.
+        """
         try:
-            if os.fstat(own).st_size != cls.HEAD + size:
-                raise OSError(f"ring of process {pid} has an unexpected size")
-            mm = mmap.mmap(own, cls.HEAD + size)
+            if os.fstat(fd).st_size != cls.HEAD + size:
+                raise OSError(f"the shared ring's descriptor is not a ring of {size} bytes")
+            mm = mmap.mmap(fd, cls.HEAD + size)
         finally:
-            os.close(own)
+            os.close(fd)
         return cls(mm, size)
 
     def close(self) -> None:
@@ -203,10 +207,42 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
     return b"".join(parts)
 
 
+def send_frame_with_fds(sock: socket.socket, header: tuple, fds: list[int]) -> None:
+    """Send a frame without payload, with open descriptors attached to it (SCM_RIGHTS: the receiver
+    gets its own descriptors for the same open files; ours stay open). Not thread-safe."""
+    head = pickle.dumps(header, protocol=pickle.HIGHEST_PROTOCOL)
+    data = PREFIX.pack(len(head), 0, 0, 0) + head
+    sent = socket.send_fds(sock, [data], fds)
+    if sent < len(data):
+        sock.sendall(data[sent:])
+
+
+def recv_frame_with_fds(sock: socket.socket, ring: Ring | None = None,
+                        max_fds: int = 4) -> tuple[tuple, bytes | None, list[int]]:
+    """Like `recv_frame`, also returning the descriptors sent with the frame (the caller must close them)."""
+    data, fds, _flags, _addr = socket.recv_fds(sock, PREFIX.size, max_fds)
+    try:
+        if not data:
+            raise EOFError("the peer closed the socket")
+        if len(data) < PREFIX.size:
+            data += _recv_exact(sock, PREFIX.size - len(data))
+        header, payload = _frame_after_prefix(sock, data, ring)
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return header, payload, fds
+
+
 def recv_frame(sock: socket.socket, ring: Ring | None = None) -> tuple[tuple, bytes | None]:
     """The next `(header, payload)`; payload is None when empty. EOFError/OSError when the socket is gone,
     RingError when the frame refers to a ring that is not attached or to bytes outside it."""
-    head_len, body_len, ring_pos, ring_len = PREFIX.unpack(_recv_exact(sock, PREFIX.size))
+    return _frame_after_prefix(sock, _recv_exact(sock, PREFIX.size), ring)
+
+
+def _frame_after_prefix(sock: socket.socket, prefix: bytes, ring: Ring | None) -> tuple[tuple, bytes | None]:
+    """The rest of a frame whose `prefix` was read."""
+    head_len, body_len, ring_pos, ring_len = PREFIX.unpack(prefix)
     header = pickle.loads(_recv_exact(sock, head_len))
     if ring_len:
         if ring is None:

@@ -5,8 +5,8 @@ pipe (a Unix socket pair): commands go out as pickled `send_bytes` messages,
 and a reader thread per worker receives the worker's frames (`py_worker.frames`:
 headers plus raw batch bytes, read without copies in Python) and turns them
 into calls on the asyncio loop. A worker that offers a shared ring in its
-"ready" message (`("ready", pid, ring_fd, ring_size)`) gets it mapped by the
-reader thread and is then told `("ring_ok",)`; from then on large payloads
+"ready" message (`("ready", pid, ring_size)`, the ring's memfd attached to
+it) gets it mapped by the reader thread and is then told `("ring_ok",)`; from then on large payloads
 arrive through the ring. A worker that dies is restarted under the same name; the
 `on_death` callback lets the front fail in-flight calls and re-home sessions.
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import multiprocessing as mp
+import os
 import pickle
 import sys
 import threading
@@ -24,7 +25,16 @@ from typing import Any, Callable
 
 from py_worker.config import ServerConfig
 from py_worker.errors import Unavailable, error_for
-from py_worker.frames import Ring, recv_frame, socket_of
+from py_worker.frames import Ring, recv_frame, recv_frame_with_fds, socket_of
+
+
+def _close_all(fds: list[int]) -> None:
+    """Close descriptors received from a worker that are not kept."""
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 def log(text: str) -> None:
@@ -80,11 +90,19 @@ class WorkerHandle:
         ring: Ring | None = None
         try:
             sock = socket_of(conn)
+            ready = False
             while True:
-                header, payload = recv_frame(sock, ring)
-                if header[0] == "ready" and len(header) >= 4 and header[2] is not None and header[3] and ring is None:
-                    ring = self._attach_ring(header[1], header[2], header[3])
-                    header = ("ready", header[1], ring is not None)
+                if ready:
+                    header, payload = recv_frame(sock, ring)
+                else:  # the "ready" frame carries the ring's descriptor
+                    header, payload, fds = recv_frame_with_fds(sock, ring)
+                    if header[0] == "ready":
+                        ready = True
+                        size = header[2] if len(header) > 2 and isinstance(header[2], int) else 0
+                        ring = self._attach_ring(fds, size)
+                        header = ("ready", header[1], ring is not None)
+                    else:
+                        _close_all(fds)
                 try:
                     loop.call_soon_threadsafe(self.pool._dispatch, self, header, payload)
                 except RuntimeError:
@@ -110,10 +128,15 @@ class WorkerHandle:
             except RuntimeError:
                 pass  # the event loop is closed: the server is gone
 
-    def _attach_ring(self, pid: int, fd: int, size: int) -> Ring | None:
-        """Map the worker's ring; None (payloads stay on the socket) when that is not possible here."""
+    def _attach_ring(self, fds: list[int], size: int) -> Ring | None:
+        """Map the worker's ring from the descriptor it sent; None (payloads stay on the socket) when
+        it offered none or mapping is not possible here. Every descriptor in `fds` is closed."""
+        if not fds or size <= 0:
+            _close_all(fds)
+            return None
+        _close_all(fds[1:])
         try:
-            return Ring.attach(pid, fd, size)
+            return Ring.attach(fds[0], size)
         except (OSError, ValueError, TypeError) as exc:
             log(f"worker {self.name}: shared ring unavailable ({exc}); batches go over the socket")
             return None

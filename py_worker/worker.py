@@ -13,8 +13,9 @@ optional raw payload, on the same socket; each header ends with a
   ("reply", req, ok, value)            value: result dict, or (code_name, message)
   ("batch", sid, seq, num_rows, checkpoint_json, end)   + payload (a serialised Batch)
   ("error", sid, code_name, message)   the session's iteration failed
-  ("ready", pid, ring_fd, ring_size)   sent once, after the heavy imports; ring_fd is None
-                                       without a shared ring (see `py_worker.frames.Ring`)
+  ("ready", pid, ring_size)            sent once, after the heavy imports, with the ring's memfd
+                                       attached (SCM_RIGHTS); ring_size 0 without a shared ring
+                                       (see `py_worker.frames.Ring`)
 
 Each session has one producer thread that opens the dataset, iterates
 `with_format("arrow").iter(batch_size)`, cuts tables by the byte cap
@@ -46,7 +47,7 @@ from typing import Any
 
 from py_worker.config import ServerConfig
 from py_worker.errors import from_exception
-from py_worker.frames import Ring, send_frame, send_ring_frame, socket_of
+from py_worker.frames import Ring, send_frame, send_frame_with_fds, send_ring_frame, socket_of
 
 
 def _log(name: str, text: str) -> None:
@@ -495,10 +496,19 @@ class Worker:
         return True
 
     def ready_message(self) -> tuple:
-        """The first message to the front: the pid and the shared ring on offer, if any."""
-        if self.ring is None:
-            return ("ready", os.getpid(), None, 0)
-        return ("ready", os.getpid(), self.ring.fd, self.ring.size)
+        """The first message to the front: the pid and the size of the shared ring on offer (0: none)."""
+        return ("ready", os.getpid(), 0 if self.ring is None else self.ring.size)
+
+    def send_ready(self) -> None:
+        """Send `ready_message()`, with the ring's memfd attached when there is a ring."""
+        try:
+            with self._send_lock:
+                if self.ring is None or self.ring.fd is None:
+                    send_frame(self.sock, self.ready_message() + (False,))
+                else:
+                    send_frame_with_fds(self.sock, self.ready_message() + (False,), [self.ring.fd])
+        except (OSError, ValueError):
+            pass
 
     def run(self) -> None:
         """Serve commands until shutdown or until the front goes away."""
@@ -559,7 +569,7 @@ def worker_main(conn: Any, config_dict: dict, name: str) -> None:
         datasets.logging.set_verbosity_error()
         tune_datasets()
         worker = Worker(conn, ServerConfig.from_dict(config_dict), name)
-        worker.send(worker.ready_message())
+        worker.send_ready()
         worker.run()
     except BaseException:  # noqa: BLE001
         _log(name, "worker crashed: " + traceback.format_exc().replace("\n", " | "))

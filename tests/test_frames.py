@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import socket
 import threading
 
 import pyarrow as pa
@@ -96,7 +97,7 @@ def _close(*things) -> None:
 
 def _ring_pair(size: int) -> tuple[Ring, Ring]:
     producer = Ring.create(size)
-    return producer, Ring.attach(os.getpid(), producer.fd, size)
+    return producer, Ring.attach(os.dup(producer.fd), size)
 
 
 def test_ring_carries_payloads_in_order_through_wraparound_and_falls_back_inline_when_full():
@@ -150,3 +151,40 @@ def test_ring_references_outside_what_was_written_are_protocol_errors():
     with pytest.raises(RingError):
         recv_frame(sb)
     _close(producer, consumer, sa, sb, a, b)
+
+
+def test_a_ring_descriptor_travels_with_a_frame_and_maps_the_same_memory():
+    """The worker hands its memfd to the front with the "ready" frame (SCM_RIGHTS)."""
+    from py_worker.frames import recv_frame_with_fds, send_frame_with_fds
+
+    a, b = socket.socketpair()
+    producer = Ring.create(1 << 16)
+    try:
+        send_frame_with_fds(a, ("ready", 7, 1 << 16), [producer.fd])
+        send_frame(a, ("after",), b"x" * 10)
+        header, payload, fds = recv_frame_with_fds(b)
+        assert header == ("ready", 7, 1 << 16) and payload is None and len(fds) == 1
+        assert fds[0] != producer.fd
+        consumer = Ring.attach(fds[0], 1 << 16)
+        try:
+            pos = producer.put(memoryview(b"shared bytes" * 100))
+            assert consumer.take(pos, 1200) == b"shared bytes" * 100
+        finally:
+            consumer.close()
+        # The next frame has no descriptors, and plain frames read as before.
+        header, payload, fds = recv_frame_with_fds(b)
+        assert header == ("after",) and payload == b"x" * 10 and fds == []
+    finally:
+        _close(producer, a, b)
+
+
+def test_a_descriptor_that_is_not_a_ring_of_that_size_is_refused_and_closed():
+    producer = Ring.create(1 << 16)
+    fd = os.dup(producer.fd)
+    try:
+        with pytest.raises(OSError, match="not a ring of"):
+            Ring.attach(fd, 1 << 20)
+        with pytest.raises(OSError):
+            os.fstat(fd)  # closed by attach, even on refusal
+    finally:
+        producer.close()

@@ -15,7 +15,7 @@ from conftest import ServerProcess
 from py_worker.arrow_ipc import ipc_to_table
 from py_worker.client import BridgeClient
 from py_worker.config import ServerConfig
-from py_worker.frames import Ring, recv_frame, socket_of
+from py_worker.frames import Ring, recv_frame, recv_frame_with_fds, socket_of
 from py_worker.limits import Limits
 from py_worker.spec import DatasetSpec
 from py_worker.wire import pb
@@ -49,9 +49,11 @@ def test_a_worker_sends_large_batches_through_its_ring(tmp_path, wide_root):
     worker = Worker(worker_end, config, "w-ring")
     threading.Thread(target=worker.run, daemon=True).start()
     sock = socket_of(front)
-    ready = worker.ready_message()
-    assert ready[2] == worker.ring.fd and ready[3] == 512 * 1024
-    ring = Ring.attach(os.getpid(), ready[2], ready[3])
+    worker.send_ready()
+    header, payload, fds = recv_frame_with_fds(sock)
+    # The ring's memfd travels with the "ready" frame; nothing of the worker's /proc entry is needed.
+    assert header[0] == "ready" and header[2] == 512 * 1024 and payload is None and len(fds) == 1
+    ring = Ring.attach(fds[0], header[2])
     try:
         front.send_bytes(pickle.dumps(("ring_ok",)))
         front.send_bytes(pickle.dumps(("open", 1, "s", SPEC.to_dict(), 100, 1 << 20, 0, None)))
@@ -103,7 +105,7 @@ def test_a_piece_encoded_into_the_ring_is_byte_for_byte_the_usual_message(wide_r
     piece_table = pa.concat_tables([table.slice(0, 150), table.slice(150, 150)])
     expected = encode_batch(7, 300, piece_table).to_pybytes()
     producer = Ring.create(1 << 20)
-    consumer = Ring.attach(os.getpid(), producer.fd, 1 << 20)
+    consumer = Ring.attach(os.dup(producer.fd), 1 << 20)
     try:
         pos, n = _Piece(7, 300, piece_table).encode_into(producer)
         assert consumer.take(pos, n) == expected
