@@ -165,9 +165,9 @@ class BridgeClient:
         """ResumeSession."""
         return self._session(self._call(self.stub.ResumeSession, pb.ResumeRequest(resume_token=resume_token)))
 
-    def close_session(self, session_id: str) -> None:
-        """CloseSession."""
-        self._call(self.stub.CloseSession, pb.CloseRequest(session_id=session_id))
+    def close_session(self, session_id: str, keep_checkpoint: bool = False) -> None:
+        """CloseSession; with `keep_checkpoint` the session stays resumable by its token."""
+        self._call(self.stub.CloseSession, pb.CloseRequest(session_id=session_id, keep_checkpoint=keep_checkpoint))
 
     def health(self, service: str = "") -> str:
         """The grpc.health.v1 status name ("SERVING", ...)."""

@@ -399,11 +399,15 @@ class Front:
         return pb.AckResponse(acked_seq=s.acked_seq)
 
     async def close_session(self, request: Any) -> Any:
-        """CloseSession: release the worker state and delete the checkpoint."""
+        """CloseSession: release the worker state and delete the checkpoint (kept, and resumable by
+        token, with `keep_checkpoint`)."""
         s = self._get(request.session_id)
         self._release(s, "closed")
-        await asyncio.to_thread(self.store.delete, s.token)
-        log(f"session close id={s.session_id}")
+        if request.keep_checkpoint:
+            log(f"session close id={s.session_id} checkpoint=kept acked_seq={s.acked_seq}")
+        else:
+            await asyncio.to_thread(self.store.delete, s.token)
+            log(f"session close id={s.session_id}")
         return pb.CloseResponse()
 
     async def reap_forever(self) -> None:

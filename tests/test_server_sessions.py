@@ -78,6 +78,24 @@ def test_ack_drop_channel_resume(server):
     c2.close()
 
 
+def test_close_keeping_the_checkpoint_leaves_the_session_resumable(server):
+    """A client whose consumer died closes with keep_checkpoint: the worker state goes, the position stays."""
+    with BridgeClient(server.target) as c:
+        h = c.open(PQ, batch_size=25)
+        first = list(c.read(h.session_id, max_batches=3))
+        c.ack(h.session_id, 1)
+        c.close_session(h.session_id, keep_checkpoint=True)
+        with pytest.raises(NotFound):
+            c.ack(h.session_id, 2)  # the session itself is gone
+        r = c.resume(h.resume_token)
+        assert r.next_seq == 2
+        rest = list(c.read(r.session_id))
+        assert _ids(first[:2]) + _ids(rest) == list(range(500))
+        c.close_session(r.session_id)  # an ordinary close forgets the checkpoint
+        with pytest.raises(NotFound):
+            c.resume(h.resume_token)
+
+
 def test_resume_with_byte_cap_mid_hf_batch(client):
     """Wire batches cut from one HF batch still resume exactly."""
     spec = DatasetSpec("parquet", data_files=(("", ("rich/*.parquet",)),))

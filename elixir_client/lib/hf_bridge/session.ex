@@ -48,7 +48,11 @@ defmodule HFBridge.Session do
 
   A session is a process that holds the session's gRPC stream and monitors
   its *owner* (the process that opened it, by default): when the owner exits,
-  the session is closed on the server. Batches are fetched only when asked
+  the session is closed on the server. An owner that exits normally (or with
+  `:shutdown`) ends the session for good; one that crashes or is killed
+  leaves its checkpoint on the server, so `resume/2` with the resume token
+  (saved by the consumer, say from `:on_open`) continues after the last
+  acknowledged batch. A session process that crashes does the same. Batches are fetched only when asked
   for (`next_batch/2`); the server sends at most `:read_ahead` batches beyond
   those asked for. The first `ReadBatches` call asks for one batch and each
   later call for twice as many as the one before, up to `:read_ahead`, so a
@@ -72,10 +76,12 @@ defmodule HFBridge.Session do
       {:ok, batch} = HFBridge.Session.next_batch(session)
       :ok = HFBridge.Session.ack(session, batch.seq)
       token = HFBridge.Session.resume_token(session)
-      :ok = HFBridge.Session.close(session)
 
-      # later, even after a server restart:
+      # later, after the consumer crashed or the server restarted:
       {:ok, session} = HFBridge.Session.resume(client, token)
+
+      # `close/1` ends the session for good (its checkpoint is deleted)
+      :ok = HFBridge.Session.close(session)
 
   ## Options
 
@@ -328,6 +334,7 @@ defmodule HFBridge.Session do
            attempt: 0,
            recoveries: 0,
            own_conn: nil,
+           keep_checkpoint: false,
            ack_task_seq: nil,
            ack_interval: opts[:ack_interval],
            ack_timer: nil,
@@ -428,8 +435,10 @@ defmodule HFBridge.Session do
     {:noreply, ack_done(state, {:error, error})}
   end
 
-  def handle_info({:DOWN, ref, :process, _, _}, %{owner_ref: ref} = state),
-    do: {:stop, :normal, state}
+  # An owner that finished closes the session; one that died leaves its
+  # checkpoint on the server, so the resume token continues where it acked.
+  def handle_info({:DOWN, ref, :process, _, reason}, %{owner_ref: ref} = state),
+    do: {:stop, :normal, %{state | keep_checkpoint: close_reason(reason) == :error}}
 
   def handle_info({:timeout, ref, :ack_due}, %{ack_timer: ref} = state),
     do: {:noreply, maybe_ack(%{state | ack_timer: nil})}
@@ -555,7 +564,13 @@ defmodule HFBridge.Session do
     if state.stream, do: Client.cancel(state.stream)
     id = state.info.session_id
     flush_on_close(state)
-    _ = Client.call(state.client, :CloseSession, %{session_id: id}, timeout: 10_000)
+    keep = state.keep_checkpoint or close_reason(reason) == :error
+
+    _ =
+      Client.call(state.client, :CloseSession, %{session_id: id, keep_checkpoint: keep},
+        timeout: 10_000
+      )
+
     if state.own_conn, do: Client.disconnect(%{state.client | server: nil})
 
     Telemetry.execute(

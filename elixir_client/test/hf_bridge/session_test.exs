@@ -109,7 +109,10 @@ defmodule HFBridge.SessionTest do
       assert {:error, %HFBridge.Error{code: :not_found}} = Session.resume(client, token)
     end
 
-    test "a killed consumer closes its session", %{client: client, large: large} do
+    test "a killed consumer's session closes on the server and stays resumable", %{
+      client: client,
+      large: large
+    } do
       parent = self()
 
       consumer =
@@ -126,12 +129,66 @@ defmodule HFBridge.SessionTest do
           end)
         end)
 
-      assert_receive {:opened, %{session_id: id, session: session}}, 60_000
+      assert_receive {:opened, %{session_id: id, session: session, resume_token: token}}, 60_000
       assert_receive :reading, 60_000
       ref = Process.monitor(session)
       Process.exit(consumer, :kill)
       assert_receive {:DOWN, ^ref, :process, ^session, _}, 30_000
       assert_closed_on_server(client, id)
+
+      # A consumer that died keeps its place: batch 0 was delivered, never acknowledged.
+      {:ok, resumed} = Session.resume(client, token)
+      assert {:ok, %Batch{seq: 0} = again} = Session.next_batch(resumed)
+      assert hd(ids(again)) == 0
+      assert :ok = Session.close(resumed)
+      assert {:error, %HFBridge.Error{code: :not_found}} = Session.resume(client, token)
+    end
+
+    test "an owner that exits normally ends its session for good", %{
+      client: client,
+      small: small
+    } do
+      parent = self()
+
+      spawn(fn ->
+        {:ok, session} = HFBridge.open(client, "parquet", data_files: small, batch_size: 10)
+        {:ok, %Batch{seq: 0}} = Session.next_batch(session)
+        :ok = Session.ack(session, 0)
+        :ok = Session.flush_acks(session)
+        send(parent, {:token, Session.resume_token(session), session})
+      end)
+
+      assert_receive {:token, token, session}, 60_000
+      ref = Process.monitor(session)
+      assert_receive {:DOWN, ^ref, :process, ^session, _}, 30_000
+      assert {:error, %HFBridge.Error{code: :not_found}} = Session.resume(client, token)
+    end
+
+    test "an owner that crashes leaves the session resumable after its last ack", %{
+      client: client,
+      small: small
+    } do
+      parent = self()
+
+      {pid, mon} =
+        spawn_monitor(fn ->
+          {:ok, session} = HFBridge.open(client, "parquet", data_files: small, batch_size: 10)
+          {:ok, %Batch{seq: 0}} = Session.next_batch(session)
+          {:ok, %Batch{seq: 1}} = Session.next_batch(session)
+          :ok = Session.ack(session, 0)
+          :ok = Session.flush_acks(session)
+          send(parent, {:token, Session.resume_token(session), session})
+          exit(:boom)
+        end)
+
+      assert_receive {:token, token, session}, 60_000
+      assert_receive {:DOWN, ^mon, :process, ^pid, :boom}, 30_000
+      ref = Process.monitor(session)
+      assert_receive {:DOWN, ^ref, :process, ^session, _}, 30_000
+      {:ok, resumed} = Session.resume(client, token)
+      assert {:ok, %Batch{seq: 1} = b1} = Session.next_batch(resumed)
+      assert hd(ids(b1)) == 10
+      assert :ok = Session.close(resumed)
     end
   end
 
