@@ -21,6 +21,29 @@ defmodule HFBridge.SessionTest do
 
   defp ids(batch), do: Enum.map(Batch.rows!(batch), & &1["id"])
 
+  # A process opens a session, reads batches 0 and 1, acknowledges 0 and exits
+  # with `reason`; returns the resume token once the session process is gone.
+  defp owner_acks_batch_0_then_exits(client, data_files, reason) do
+    parent = self()
+
+    {pid, mon} =
+      spawn_monitor(fn ->
+        {:ok, session} = HFBridge.open(client, "parquet", data_files: data_files, batch_size: 10)
+        {:ok, %Batch{seq: 0}} = Session.next_batch(session)
+        {:ok, %Batch{seq: 1}} = Session.next_batch(session)
+        :ok = Session.ack(session, 0)
+        :ok = Session.flush_acks(session)
+        send(parent, {:token, Session.resume_token(session), session})
+        exit(reason)
+      end)
+
+    assert_receive {:token, token, session}, 60_000
+    assert_receive {:DOWN, ^mon, :process, ^pid, ^reason}, 30_000
+    ref = Process.monitor(session)
+    assert_receive {:DOWN, ^ref, :process, ^session, _}, 30_000
+    token
+  end
+
   describe "lazy streams" do
     test "Enum.take/2 reads the first batch and closes its session", %{
       client: client,
@@ -148,19 +171,7 @@ defmodule HFBridge.SessionTest do
       client: client,
       small: small
     } do
-      parent = self()
-
-      spawn(fn ->
-        {:ok, session} = HFBridge.open(client, "parquet", data_files: small, batch_size: 10)
-        {:ok, %Batch{seq: 0}} = Session.next_batch(session)
-        :ok = Session.ack(session, 0)
-        :ok = Session.flush_acks(session)
-        send(parent, {:token, Session.resume_token(session), session})
-      end)
-
-      assert_receive {:token, token, session}, 60_000
-      ref = Process.monitor(session)
-      assert_receive {:DOWN, ^ref, :process, ^session, _}, 30_000
+      token = owner_acks_batch_0_then_exits(client, small, :normal)
       assert {:error, %HFBridge.Error{code: :not_found}} = Session.resume(client, token)
     end
 
@@ -168,23 +179,7 @@ defmodule HFBridge.SessionTest do
       client: client,
       small: small
     } do
-      parent = self()
-
-      {pid, mon} =
-        spawn_monitor(fn ->
-          {:ok, session} = HFBridge.open(client, "parquet", data_files: small, batch_size: 10)
-          {:ok, %Batch{seq: 0}} = Session.next_batch(session)
-          {:ok, %Batch{seq: 1}} = Session.next_batch(session)
-          :ok = Session.ack(session, 0)
-          :ok = Session.flush_acks(session)
-          send(parent, {:token, Session.resume_token(session), session})
-          exit(:boom)
-        end)
-
-      assert_receive {:token, token, session}, 60_000
-      assert_receive {:DOWN, ^mon, :process, ^pid, :boom}, 30_000
-      ref = Process.monitor(session)
-      assert_receive {:DOWN, ^ref, :process, ^session, _}, 30_000
+      token = owner_acks_batch_0_then_exits(client, small, :boom)
       {:ok, resumed} = Session.resume(client, token)
       assert {:ok, %Batch{seq: 1} = b1} = Session.next_batch(resumed)
       assert hd(ids(b1)) == 10
