@@ -6,8 +6,8 @@ and a reader thread per worker receives the worker's frames (`py_worker.frames`:
 headers plus raw batch bytes, read without copies in Python) and turns them
 into calls on the asyncio loop. A worker that offers a shared ring in its
 "ready" message (`("ready", pid, ring_size)`, the ring's memfd attached to
-it) gets it mapped by the reader thread and is then told `("ring_ok",)`; from then on large payloads
-arrive through the ring. A worker that dies is restarted under the same name; the
+it) gets it mapped by the reader thread and is then told `("ring_ok",)`;
+from then on large payloads arrive through the ring. A worker that dies is restarted under the same name; the
 `on_death` callback lets the front fail in-flight calls and re-home sessions.
 """
 

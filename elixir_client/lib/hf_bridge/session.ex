@@ -52,7 +52,9 @@ defmodule HFBridge.Session do
   `:shutdown`) ends the session for good; one that crashes or is killed
   leaves its checkpoint on the server, so `resume/2` with the resume token
   (saved by the consumer, say from `:on_open`) continues after the last
-  acknowledged batch. A session process that crashes does the same. Batches are fetched only when asked
+  acknowledged batch. A session process that crashes does the same.
+
+  Batches are fetched only when asked
   for (`next_batch/2`); the server sends at most `:read_ahead` batches beyond
   those asked for. The first `ReadBatches` call asks for one batch and each
   later call for twice as many as the one before, up to `:read_ahead`, so a
