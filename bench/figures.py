@@ -231,7 +231,6 @@ def fig_inmem(run: Run) -> list[Row]:
     arrow = str(run.data.arrow_file)
     errors = []
     measures: dict[str, Callable[[], dict]] = {}
-    servers: dict[str, Server] = {}
     with contextlib.ExitStack() as stack:
         for label, server_cmd, client_cmd in (("B", "raw-server", "raw-client"),
                                               ("C", "flight-server", "flight-client")):
@@ -242,15 +241,12 @@ def fig_inmem(run: Run) -> list[Row]:
             except BenchError as exc:
                 errors.append(f"{label}: {exc}")
                 continue
-            servers[label] = srv
             measures[label] = _peer_client_run(run, label, client_cmd, srv)
+            if label == "B":
+                measures["B_elixir"] = _elixir_raw_run(run, srv)
         if "ours_inmem" not in run.cache:
             measures["ours_inmem"] = run.measure_ours_inmem
-        cpu0 = {label: cpu_seconds(srv.pid) for label, srv in servers.items()}
         got = run.alternating(measures)
-        for label, srv in servers.items():
-            if label in got:
-                got[label]["server_cpu_seconds"] = round((cpu_seconds(srv.pid) - cpu0[label]) / max(1, run.opts.repeat), 3)
     if "ours_inmem" in got:
         run.cache["ours_inmem"] = got["ours_inmem"]
     for label, row in (("B", rb), ("C", rc)):
@@ -283,14 +279,53 @@ def fig_inmem(run: Run) -> list[Row]:
     for row in (rb, rc):
         if row.baseline is None:
             row.status, row.reason = "n/a", "; ".join(errors)[:200]
-    return [rb, rc]
+    return [rb, rc, _client_row(got.get("B_elixir"), got.get("B"))]
+
+
+def _client_row(elixir: dict | None, b: dict | None) -> Row:
+    """Figure 2c (info): B's grpcio server read by our Elixir gRPC client against B's own Python client.
+
+    It isolates the transport: the same server and bytes as B, without our
+    Python front, workers and sessions.
+    """
+    row = Row("2c", "B's server read by the Elixir gRPC client, MB/s", "MB/s",
+              baseline_name="B grpcio py client", target="info")
+    if elixir is None or b is None:
+        row.reason = "B's server did not run"
+        return row
+    row.ours = elixir["bytes"] / elixir["seconds"] / MB
+    row.baseline = b["bytes"] / b["seconds"] / MB
+    row.judge_ratio(0.0)
+    row.status = "info"
+    row.details = {"ours": elixir, "baseline": b,
+                   "ours_client_cpu_s_per_gb": round(elixir["cpu_seconds"] / (elixir["bytes"] / GB), 2),
+                   "baseline_client_cpu_s_per_gb": round(b["cpu_seconds"] / (b["bytes"] / GB), 2),
+                   "note": "same grpcio server and messages as B; only the client differs (bytes only)"}
+    return row
 
 
 def _peer_client_run(run: Run, label: str, client_cmd: str, srv: Server) -> Callable[[], dict]:
     """One run of a baseline's client against its (running) peer server."""
     def measure() -> dict:
         run.log(f"  {label}: {client_cmd}")
-        return peer([client_cmd, "--port", str(srv.port)], run.opts.stream_timeout)
+        return _with_server_cpu(srv, lambda: peer([client_cmd, "--port", str(srv.port)], run.opts.stream_timeout))
+    return measure
+
+
+def _with_server_cpu(srv: Server, fn: Callable[[], dict]) -> dict:
+    """`fn()`'s result plus `server_cpu_seconds`: the CPU the peer server spent meanwhile."""
+    before = cpu_seconds(srv.pid)
+    res = fn()
+    res["server_cpu_seconds"] = round(cpu_seconds(srv.pid) - before, 3)
+    return res
+
+
+def _elixir_raw_run(run: Run, srv: Server) -> Callable[[], dict]:
+    """One run of the Elixir gRPC client alone against B's (running) grpcio server."""
+    def measure() -> dict:
+        run.log("  B: read by the Elixir gRPC client")
+        return _with_server_cpu(srv, lambda: run.elixir.run("raw_read.exs", ["--port", str(srv.port)],
+                                                            run.opts.stream_timeout))
     return measure
 
 
