@@ -79,6 +79,12 @@ defmodule HFBridge.Client do
   `disconnect/1` or the exit of the client's owner (the process that called
   `connect/1`, unless `:owner` says otherwise).
 
+  A client outlives its connection: when the connection goes (the server
+  restarted, the TCP connection dropped), the next call opens a new one to
+  the same address with the same options. A call that was under way when
+  the connection went fails with a retryable `:unavailable` error;
+  sessions recover from that on their own (see `HFBridge.Session`).
+
   `call/4` and `server_stream/4` take and return messages as maps keyed by
   proto field names (see `HFBridge.Proto`); RPCs are named by atoms such as
   `:GetInfo` or `:OpenSession`.
@@ -89,15 +95,17 @@ defmodule HFBridge.Client do
   """
 
   alias HFBridge.{Error, LocalServer, Options}
+  alias HFBridge.Client.Keeper
 
-  @derive {Inspect, except: [:reconnect]}
-  defstruct [:conn, :address, :server, :timeout, :tls, :reconnect]
+  @derive {Inspect, except: [:reconnect, :keeper]}
+  defstruct [:conn, :address, :server, :timeout, :tls, :reconnect, :keeper]
 
   @typedoc """
-  A connected client. `conn` is the `HFBridge.GRPC` connection; `server` the
-  pid of the local server this client started, if any; `reconnect` what
-  `reconnect/2` needs to open the same connection again (host, port, TLS
-  options, token and metadata).
+  A connected client. `conn` is the `HFBridge.GRPC` connection it was
+  opened with; `keeper` the `HFBridge.Client.Keeper` that opens another
+  when that one has gone; `server` the pid of the local server this client
+  started, if any; `reconnect` what it takes to open the same connection
+  again (host, port, TLS options, token and metadata).
   """
   @type t :: %__MODULE__{
           conn: term(),
@@ -105,7 +113,8 @@ defmodule HFBridge.Client do
           server: pid() | nil,
           timeout: timeout(),
           tls: boolean() | keyword(),
-          reconnect: {String.t(), :inet.port_number(), keyword()} | nil
+          reconnect: {String.t(), :inet.port_number(), keyword()} | nil,
+          keeper: pid() | nil
         }
 
   @typedoc "An RPC of the `hf_bridge.v1.HFBridge` service."
@@ -153,43 +162,26 @@ defmodule HFBridge.Client do
          {:ok, target} <- target(opts),
          opts = Keyword.put_new(opts, :owner, self()),
          {:ok, client} <- connect_to(target, opts) do
-      watch(opts[:owner], client)
-      {:ok, client}
+      {:ok, keep(opts[:owner], client)}
     end
   end
 
-  # Closes the connection when the owner exits; ends with the connection.
-  # Emits the `[:hf_bridge, :connection, :up | :down]` telemetry events.
-  defp watch(owner, %__MODULE__{conn: conn, address: address, tls: tls}) do
-    spawn(fn ->
-      owner_ref = Process.monitor(owner)
-      conn_ref = Process.monitor(conn)
-      meta = %{address: address, tls: tls != false and tls != nil}
-      HFBridge.Telemetry.execute([:hf_bridge, :connection, :up], now(), meta)
-
-      reason =
-        receive do
-          {:DOWN, ^owner_ref, :process, _, _} ->
-            HFBridge.GRPC.disconnect(conn)
-            :owner_exited
-
-          {:DOWN, ^conn_ref, :process, _, reason} ->
-            reason
-        end
-
-      HFBridge.Telemetry.execute(
-        [:hf_bridge, :connection, :down],
-        now(),
-        Map.put(meta, :reason, reason)
-      )
-    end)
+  # The keeper follows the owner, reconnects on demand and emits the
+  # `[:hf_bridge, :connection, :up | :down]` telemetry events.
+  defp keep(owner, %__MODULE__{conn: conn, address: address, tls: tls} = client) do
+    meta = %{address: address, tls: tls != false and tls != nil}
+    {:ok, keeper} = Keeper.start(owner, conn, client.reconnect, meta)
+    %{client | keeper: keeper}
   end
 
-  defp now, do: %{system_time: System.system_time()}
-
-  @doc "Closes the connection and stops the local server this client started, if any."
+  @doc """
+  Closes the connection and stops the local server this client started, if
+  any. Calls made with the client afterwards return an error; it does not
+  reconnect.
+  """
   @spec disconnect(t()) :: :ok
-  def disconnect(%__MODULE__{conn: conn, server: server}) do
+  def disconnect(%__MODULE__{conn: conn, keeper: keeper, server: server}) do
+    if keeper, do: Keeper.stop(keeper)
     safe(fn -> HFBridge.GRPC.disconnect(conn) end)
     if server, do: LocalServer.stop(server)
     :ok
@@ -208,9 +200,7 @@ defmodule HFBridge.Client do
   def reconnect(%__MODULE__{reconnect: {host, port, conn_opts}} = client, owner) do
     case HFBridge.GRPC.connect(host, port, conn_opts) do
       {:ok, conn} ->
-        client = %{client | conn: conn, server: nil}
-        watch(owner, client)
-        {:ok, client}
+        {:ok, keep(owner, %{client | conn: conn, server: nil})}
 
       {:error, %Error{}} = error ->
         error
@@ -220,10 +210,18 @@ defmodule HFBridge.Client do
   def reconnect(%__MODULE__{}, _owner),
     do: {:error, Error.new(:session, :closed, "this client cannot reconnect (no address known)")}
 
-  @doc "Whether the client's connection process is still running."
+  @doc """
+  Whether the client has an open connection now. A client whose connection
+  has gone opens a new one on its next call (unless it was disconnected).
+  """
   @spec connected?(t()) :: boolean()
-  def connected?(%__MODULE__{conn: conn}) when is_pid(conn), do: Process.alive?(conn)
-  def connected?(%__MODULE__{}), do: false
+  def connected?(%__MODULE__{conn: conn, keeper: keeper}) do
+    cond do
+      is_pid(conn) and Process.alive?(conn) -> true
+      is_pid(keeper) -> is_pid(Keeper.current(keeper))
+      true -> false
+    end
+  end
 
   @doc "Whether this client started its own local server."
   @spec local?(t()) :: boolean()
@@ -447,17 +445,41 @@ defmodule HFBridge.Client do
   defp with_tls_hint(error, _tls), do: error
 
   defp grpc_unary(client, rpc, body, opts) do
-    HFBridge.GRPC.unary(client.conn, HFBridge.Proto.rpc_path(rpc), body,
-      timeout: Keyword.get(opts, :timeout, client.timeout),
-      metadata: Keyword.get(opts, :metadata, [])
-    )
+    with {:ok, conn} <- live_conn(client) do
+      HFBridge.GRPC.unary(conn, HFBridge.Proto.rpc_path(rpc), body,
+        timeout: Keyword.get(opts, :timeout, client.timeout),
+        metadata: Keyword.get(opts, :metadata, [])
+      )
+    end
   end
 
   defp grpc_stream(client, rpc, body, opts) do
     grpc_opts = [metadata: Keyword.get(opts, :metadata, [])]
     grpc_opts = if opts[:timeout], do: [{:timeout, opts[:timeout]} | grpc_opts], else: grpc_opts
-    HFBridge.GRPC.server_stream(client.conn, HFBridge.Proto.rpc_path(rpc), body, grpc_opts)
+
+    with {:ok, conn} <- live_conn(client) do
+      HFBridge.GRPC.server_stream(conn, HFBridge.Proto.rpc_path(rpc), body, grpc_opts)
+    end
   end
+
+  # The connection the client was opened with while it runs; after it has
+  # gone, the keeper's (opened again when needed).
+  defp live_conn(%__MODULE__{conn: conn, keeper: keeper} = client) do
+    cond do
+      is_pid(conn) and Process.alive?(conn) -> {:ok, conn}
+      is_pid(keeper) -> Keeper.conn(keeper, reconnect_wait(client))
+      true -> {:ok, conn}
+    end
+  end
+
+  defp reconnect_wait(%__MODULE__{reconnect: {_, _, opts}}) do
+    case Keyword.get(opts, :connect_timeout) do
+      ms when is_integer(ms) -> ms + 5_000
+      _ -> 60_000
+    end
+  end
+
+  defp reconnect_wait(_client), do: 60_000
 
   defp encode(type, request) do
     {:ok, HFBridge.Proto.encode(type, request)}

@@ -445,8 +445,20 @@ defmodule HFBridge.GRPC do
     end
   end
 
+  # `reason` may be the exit of a GenServer.call (`{reason, {GenServer, :call,
+  # args}}`, whose args hold the request): only its head is kept.
+  defp down_error({reason, {GenServer, :call, _}}), do: down_error(reason)
+
   defp down_error(reason) do
-    Error.new(:grpc, :unavailable, "the connection is gone (#{inspect(reason)})",
+    why =
+      case reason do
+        :noproc -> "its process is not running"
+        :normal -> "it was closed"
+        {:shutdown, _} -> "it was shut down"
+        other -> "its process exited: #{inspect(other, limit: 5, printable_limit: 80)}"
+      end
+
+    Error.new(:grpc, :unavailable, "the connection is gone (#{why})",
       retryable: true,
       details: %{reason: reason}
     )

@@ -306,6 +306,73 @@ defmodule HFBridge.Faults.RecoveryTest do
     :ok = Session.close(session)
   end
 
+  test "a client outlives its connection: after a cut or a server restart, its next call reconnects",
+       ctx do
+    ctx = Map.put(ctx, :owner, self())
+    port = free_port()
+    {server, _address} = start_server!(ctx, port, free_port())
+    {:ok, servers} = Agent.start(fn -> [server] end)
+    {proxy, proxy_port} = Proxy.start(port)
+    {:ok, client} = Client.connect(address: "127.0.0.1:#{proxy_port}", local: false)
+
+    on_exit(fn ->
+      Client.disconnect(client)
+      Process.exit(proxy, :kill)
+      Enum.each(Agent.get(servers, & &1), &LocalServer.stop/1)
+      Agent.stop(servers)
+    end)
+
+    spec = [data_files: ctx.path]
+    assert {:ok, %HFBridge.Info{}} = HFBridge.info(client, "parquet", spec)
+
+    # The TCP connection drops: the client notices, and its next call opens another.
+    assert Proxy.cut(proxy) >= 1
+    wait_until(fn -> not Client.connected?(client) end)
+    assert {:ok, %HFBridge.Info{}} = HFBridge.info(client, "parquet", spec)
+    assert Client.connected?(client)
+
+    # The server restarts on the same port: streams opened afterwards work.
+    LocalServer.stop(server)
+    wait_until(fn -> not Client.connected?(client) end)
+    {restarted, _} = start_server!(ctx, port, free_port())
+    Agent.update(servers, &[restarted | &1])
+
+    rows =
+      HFBridge.rows("parquet", [client: client, batch_size: @batch, take: 250] ++ spec)
+      |> Enum.map(& &1["id"])
+
+    assert rows == Enum.to_list(0..249)
+
+    # A disconnected client stays disconnected, with an error that says so.
+    :ok = Client.disconnect(client)
+
+    assert {:error, %HFBridge.Error{code: :closed} = error} =
+             HFBridge.info(client, "parquet", spec)
+
+    assert error.message =~ "disconnected"
+    refute Client.connected?(client)
+  end
+
+  test "a call on a connection that is gone says so plainly", ctx do
+    ctx = Map.put(ctx, :owner, self())
+    {server, address} = start_server!(ctx, 0, free_port())
+    on_exit(fn -> LocalServer.stop(server) end)
+
+    {:ok, conn} =
+      HFBridge.GRPC.connect(
+        "127.0.0.1",
+        address |> String.split(":") |> List.last() |> String.to_integer()
+      )
+
+    :ok = HFBridge.GRPC.disconnect(conn)
+
+    assert {:error, %HFBridge.Error{code: :unavailable, retryable: true} = error} =
+             HFBridge.GRPC.unary(conn, "/hf_bridge.v1.HFBridge/GetInfo", <<>>)
+
+    assert error.message =~ "the connection is gone"
+    refute error.message =~ "GenServer"
+  end
+
   test "recovery is bounded: with the server gone for good the stream fails with a retryable cause",
        ctx do
     ctx = Map.put(ctx, :owner, self())
