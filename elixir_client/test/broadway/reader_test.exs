@@ -76,6 +76,29 @@ defmodule HFBridge.Broadway.ReaderTest do
     :ok = Reader.stop(reader2, :close)
   end
 
+  test "stop(:keep) releases the server session and keeps its checkpoint for the token", %{
+    client: client,
+    path: path
+  } do
+    {:ok, reader, info} = Reader.start(client, {:open, request(path)}, keep: true, read_ahead: 1)
+    {:ok, _} = next(reader)
+    {:ok, b1} = next(reader)
+    {:ok, _} = Client.call(client, :Ack, %{session_id: info.session_id, seq: b1.seq})
+
+    :ok = Reader.stop(reader, :keep)
+    refute Process.alive?(reader)
+
+    # The session is gone from the server ...
+    assert {:error, %HFBridge.Error{code: :not_found}} =
+             Client.call(client, :Ack, %{session_id: info.session_id, seq: b1.seq})
+
+    # ... and its token resumes after the last ack.
+    assert {:ok, reader2, info2} = Reader.start(client, {:resume, info.resume_token})
+    assert info2.next_seq == 2
+    assert {:ok, %Batch{seq: 2}} = next(reader2)
+    :ok = Reader.stop(reader2, :close)
+  end
+
   test "an unknown resume token is an error value, not a crash", %{client: client} do
     Process.flag(:trap_exit, true)
 

@@ -8,11 +8,12 @@ defmodule HFBridge.Broadway.Reader do
   `{:ok, HFBridge.Batch.t()}`, `:done` or `{:error, HFBridge.Error.t()}`.
   The owner keeps working meanwhile (a GenStage producer must not block).
 
-  Unlike `HFBridge.Session`, whose exit always closes the session on the
-  server (which deletes its checkpoint), a reader started with
-  `keep: true` leaves the server session and its checkpoint in place when
-  it stops — also when its owner is killed — so a restarted pipeline can
-  resume it with the resume token. `stop/2` with `:close` closes it.
+  A reader started with `keep: true` leaves the session's checkpoint on the
+  server when it stops, so a restarted pipeline can resume it with the
+  resume token: `stop/2` with `:keep` closes the server session but keeps
+  its checkpoint; when the owner is killed the session is left as it is
+  (the restarted owner may be resuming it already) until the server reaps
+  it as idle. `stop/2` with `:close` closes it and deletes the checkpoint.
 
   Emits the `HFBridge.Telemetry` session events: `[:hf_bridge, :session,
   :open]` (span), `[:hf_bridge, :batch, :received]` and `[:hf_bridge,
@@ -67,7 +68,8 @@ defmodule HFBridge.Broadway.Reader do
 
   @doc """
   Stops the reader. `:close` closes the session on the server (its
-  checkpoint is deleted); `:keep` leaves it resumable.
+  checkpoint is deleted); `:keep` closes it but keeps the checkpoint, so the
+  resume token still works.
   """
   @spec stop(pid(), :close | :keep) :: :ok
   def stop(reader, how) when how in [:close, :keep] do
@@ -139,8 +141,22 @@ defmodule HFBridge.Broadway.Reader do
     if state.stream, do: Client.cancel(state.stream)
     id = state.info.session_id
 
-    unless state.keep do
-      _ = Client.call(state.client, :CloseSession, %{session_id: id}, timeout: 10_000)
+    cond do
+      not state.keep ->
+        _ = Client.call(state.client, :CloseSession, %{session_id: id}, timeout: 10_000)
+
+      reason == :normal ->
+        # Stopped on purpose (stop/2, before the owner goes): the server
+        # releases the session now and keeps its checkpoint for the token.
+        _ =
+          Client.call(state.client, :CloseSession, %{session_id: id, keep_checkpoint: true},
+            timeout: 10_000
+          )
+
+      true ->
+        # The owner is gone: a restarted owner may be resuming this very
+        # session already, so it is left to the server's idle reaper.
+        :ok
     end
 
     Telemetry.execute(
