@@ -236,9 +236,12 @@ class Front:
         )
 
     def _grant(self, s: Session, want: int) -> None:
-        window = self.limits.prefetch_batches
-        need = min(window, want) - len(s.buffer) - s.outstanding
-        if need > 0 and s.worker is not None and s.ended_seq is None:
+        """Let the worker prepare up to `want` batches (at most the prefetch window) beyond those
+        buffered or on their way. Credits go out a quarter window at a time, not one per batch:
+        whatever is held back, a buffered or outstanding batch brings this call round again."""
+        goal = min(self.limits.prefetch_batches, want)
+        need = goal - len(s.buffer) - s.outstanding
+        if need >= max(1, goal // 4) and s.worker is not None and s.ended_seq is None:
             s.worker.send(("credit", s.wkey, need))
             s.outstanding += need
 
