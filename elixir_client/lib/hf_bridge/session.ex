@@ -98,7 +98,7 @@ defmodule HFBridge.Session do
   @close_ack_timeout 2_000
 
   require Logger
-  alias HFBridge.{Batch, Client, Error, Options, Spec, Telemetry}
+  alias HFBridge.{Batch, BatchCall, Client, Error, Options, Spec, Telemetry}
 
   @typedoc "A session process."
   @type t :: pid()
@@ -597,8 +597,7 @@ defmodule HFBridge.Session do
   defp close_reason(_), do: :error
 
   # Reads the next batch, opening a ReadBatches call (capped at `read_ahead`
-  # batches, see ensure_stream/1) when none is open. A call that ends without end_of_data has
-  # delivered its cap; the next call continues at the server's next_seq.
+  # batches, see ensure_stream/1) when none is open (see HFBridge.BatchCall).
   defp fetch(state, timeout, empty_calls) do
     case ensure_stream(state) do
       {:ok, state} -> receive_batch(state, timeout, empty_calls)
@@ -609,9 +608,7 @@ defmodule HFBridge.Session do
   # The first call asks for one batch, so a consumer that takes a few rows
   # reads one batch; each further call doubles, up to `read_ahead`.
   defp ensure_stream(%{stream: nil} = state) do
-    request = %{session_id: state.info.session_id, max_batches: state.call_batches}
-
-    case Client.server_stream(state.client, :ReadBatches, request) do
+    case BatchCall.open(state.client, state.info.session_id, state.call_batches) do
       {:ok, stream} ->
         {:ok,
          %{state | stream: stream, call_batches: min(state.call_batches * 2, state.read_ahead)}}
@@ -624,17 +621,16 @@ defmodule HFBridge.Session do
   defp ensure_stream(state), do: {:ok, state}
 
   defp receive_batch(state, timeout, empty_calls) do
-    case Client.recv(state.stream, timeout) do
-      {:ok, %{end_of_data: true}} ->
-        Client.cancel(state.stream)
+    case BatchCall.next(state.stream, timeout, state.info.session_id) do
+      :end_of_data ->
         {:done, %{state | stream: nil, done: true}}
 
-      {:ok, %{seq: seq}} when seq <= state.delivered ->
+      {:batch, %Batch{seq: seq}} when seq <= state.delivered ->
         # Sent again after a recovery: already delivered, drop it.
         state = maybe_ack(%{state | server_seq: max(state.server_seq, seq)})
         receive_batch(state, timeout, 0)
 
-      {:ok, %{seq: seq}} when seq > state.delivered + 1 ->
+      {:batch, %Batch{seq: seq}} when seq > state.delivered + 1 ->
         Client.cancel(state.stream)
 
         {{:error,
@@ -644,40 +640,27 @@ defmodule HFBridge.Session do
             "the server skipped from batch #{state.delivered} to #{seq}; refusing to lose rows"
           )}, %{state | stream: nil}}
 
-      {:ok, message} ->
-        batch = Batch.from_message(message, state.info.session_id)
+      {:batch, batch} ->
         # Once per VM: a hint when the VM is set up to receive large batches slowly.
         _ = HFBridge.Runtime.maybe_hint(byte_size(batch.ipc))
         state = %{state | delivered: batch.seq, attempt: 0}
         state = maybe_ack(%{state | server_seq: max(state.server_seq, batch.seq)})
-
-        Telemetry.execute(
-          [:hf_bridge, :batch, :received],
-          %{rows: batch.num_rows, bytes: byte_size(batch.ipc)},
-          %{session_id: batch.session_id, seq: batch.seq}
-        )
-
+        BatchCall.received(batch)
         state = %{state | batches: state.batches + 1, rows: state.rows + batch.num_rows}
         {{:ok, batch}, state}
 
-      :done when empty_calls < 1 ->
+      :call_ended when empty_calls < 1 ->
         fetch(%{state | stream: nil}, timeout, empty_calls + 1)
 
-      :done ->
-        {{:error,
-          Error.new(
-            :session,
-            :protocol_error,
-            "the server ended the batch stream without end_of_data"
-          )}, %{state | stream: nil}}
+      :call_ended ->
+        {{:error, BatchCall.ended_without_end_of_data()}, %{state | stream: nil}}
 
       # Nothing arrived in time: the call stays open and the next request
       # continues it, so no batch already on its way is lost.
-      {:error, %Error{layer: :grpc, code: :timeout} = error} ->
+      {:timeout, error} ->
         {{:error, error}, state}
 
-      {:error, %Error{} = error} ->
-        Client.cancel(state.stream)
+      {:error, error} ->
         recover(%{state | stream: nil}, error, timeout)
     end
   end

@@ -22,7 +22,7 @@ defmodule HFBridge.Broadway.Reader do
 
   use GenServer, restart: :temporary
 
-  alias HFBridge.{Batch, Client, Error, Telemetry}
+  alias HFBridge.{BatchCall, Client, Error, Telemetry}
 
   @typedoc "How to start: a new session from an `OpenRequest`, or a resume token."
   @type how :: {:open, HFBridge.Spec.open_request()} | {:resume, String.t()}
@@ -172,13 +172,10 @@ defmodule HFBridge.Broadway.Reader do
   defp close_reason({:shutdown, _}, _), do: :normal
   defp close_reason(_, _), do: :error
 
-  # One ReadBatches call is open at a time, capped at read_ahead batches; a
-  # call that ends without end_of_data has delivered its cap and the next
-  # continues at the server's next batch.
+  # One ReadBatches call is open at a time, capped at read_ahead batches
+  # (see HFBridge.BatchCall).
   defp fetch(%{stream: nil} = state, empty_calls) do
-    request = %{session_id: state.info.session_id, max_batches: state.read_ahead}
-
-    case Client.server_stream(state.client, :ReadBatches, request) do
+    case BatchCall.open(state.client, state.info.session_id, state.read_ahead) do
       {:ok, stream} -> receive_batch(%{state | stream: stream}, empty_calls)
       {:error, error} -> {{:error, error}, state}
     end
@@ -187,39 +184,25 @@ defmodule HFBridge.Broadway.Reader do
   defp fetch(state, empty_calls), do: receive_batch(state, empty_calls)
 
   defp receive_batch(state, empty_calls) do
-    case Client.recv(state.stream, state.timeout) do
-      {:ok, %{end_of_data: true}} ->
-        Client.cancel(state.stream)
+    case BatchCall.next(state.stream, state.timeout, state.info.session_id) do
+      :end_of_data ->
         {:done, %{state | stream: nil, done: true}}
 
-      {:ok, message} ->
-        batch = Batch.from_message(message, state.info.session_id)
-
-        Telemetry.execute(
-          [:hf_bridge, :batch, :received],
-          %{rows: batch.num_rows, bytes: byte_size(batch.ipc)},
-          %{session_id: batch.session_id, seq: batch.seq}
-        )
-
+      {:batch, batch} ->
+        BatchCall.received(batch)
         {{:ok, batch}, %{state | batches: state.batches + 1, rows: state.rows + batch.num_rows}}
 
-      :done when empty_calls < 1 ->
+      :call_ended when empty_calls < 1 ->
         fetch(%{state | stream: nil}, empty_calls + 1)
 
-      :done ->
-        {{:error,
-          Error.new(
-            :session,
-            :protocol_error,
-            "the server ended the batch stream without end_of_data"
-          )}, %{state | stream: nil}}
+      :call_ended ->
+        {{:error, BatchCall.ended_without_end_of_data()}, %{state | stream: nil}}
 
       # Nothing arrived in time: the call stays open for the next fetch.
-      {:error, %Error{layer: :grpc, code: :timeout} = error} ->
+      {:timeout, error} ->
         {{:error, error}, state}
 
-      {:error, %Error{} = error} ->
-        Client.cancel(state.stream)
+      {:error, error} ->
         {{:error, error}, %{state | stream: nil}}
     end
   end
