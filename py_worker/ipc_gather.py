@@ -44,17 +44,18 @@ the one pyarrow writes for `table.combine_chunks()` (the tests check this).
 from __future__ import annotations
 
 import struct
-from typing import Any, Sequence
+import threading
+from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
 
 __all__ = ["GatherPlan", "plan", "supported_type"]
 
-_ZEROS = bytes(8)
 _INT32_MAX = 2**31 - 1
 
-#: One contiguous run of a column: (array, first logical row within it, row count).
+#: One contiguous run of a field's rows: (array, index of its first row in the array's buffers, row count).
+#: The index is absolute (the array's own offset included), so a run reads rows index..index+count-1.
 Segment = tuple[pa.Array, int, int]
 
 
@@ -63,8 +64,8 @@ class GatherPlan:
 
     `metadata` is the encapsulation prefix and the flatbuffer (padded, so the
     body starts 8-byte aligned); `copies` lists `(body offset, bytes-like)`
-    pairs that together cover the body exactly, padding included. `size` is
-    the whole message's length, `body_size` the body's.
+    pairs, in body order, that together cover the body exactly, padding
+    included. `size` is the whole message's length, `body_size` the body's.
     """
 
     __slots__ = ("num_rows", "metadata", "copies", "body_size", "size")
@@ -81,17 +82,25 @@ class GatherPlan:
         view = target if target.format == "B" and target.ndim == 1 else target.cast("B")
         if view.nbytes != self.size:
             raise ValueError(f"target holds {view.nbytes} bytes, the record batch message needs {self.size}")
-        # Arrow buffers are copied by an Arrow writer, which releases the GIL while it
-        # copies (so a session thread decoding in this process is not held up);
-        # the small computed pieces are assigned directly.
+        # Large Arrow buffers are copied by an Arrow writer, which releases the GIL
+        # while it copies (so a session thread decoding in this process is not held
+        # up); smaller pieces are assigned directly, which costs less than a GIL
+        # round trip. Arrow buffers export signed bytes ('b'), the computed pieces
+        # unsigned ones ('B'); a memoryview only takes a source of its own format.
         base = len(self.metadata)
         view[:base] = self.metadata
+        signed = None
         for offset, src in self.copies:
             start = base + offset
-            if isinstance(src, pa.Buffer):
-                pa.FixedSizeBufferWriter(pa.py_buffer(view[start:start + src.size])).write(src)
+            n = len(src)
+            if not isinstance(src, pa.Buffer):
+                view[start:start + n] = src
+            elif n >= _DIRECT_COPY_MAX:
+                pa.FixedSizeBufferWriter(pa.py_buffer(view[start:start + n])).write(src)
             else:
-                view[start:start + len(src)] = src
+                if signed is None:
+                    signed = view.cast("b")
+                signed[start:start + n] = src
 
     def to_bytes(self) -> bytes:
         """The message in a fresh `bytes` (for tests and debugging)."""
@@ -99,6 +108,60 @@ class GatherPlan:
         self.write_into(memoryview(out))
         return bytes(out)
 
+
+#: Arrow buffers this long or longer are copied with the GIL released (see `GatherPlan.write_into`).
+_DIRECT_COPY_MAX = 64 * 1024
+
+
+def plan(table: pa.Table) -> GatherPlan | None:
+    """Lay out `table` (any chunking, any offsets) as one IPC record batch message.
+
+    None when some column's type is not supported (dictionary, map, union,
+    extension, view and run-end types, intervals, ...) or when a 32-bit
+    offsets column would overflow once combined; the caller then combines
+    chunks the ordinary way.
+    """
+    layout = _schema_layout(table.schema)
+    if layout is None:
+        return None
+    num_rows = table.num_rows
+    body = _Body(num_rows, layout.offsets)
+    nodes, buffers = body.nodes, body.buffers
+    try:
+        for field, col in zip(layout.fields, table.columns):
+            # A column's segments are its whole chunks (the empty ones left out).
+            segs = [(chunk, chunk.offset, n) for chunk in col.iterchunks() if (n := len(chunk))]
+            if col.null_count or field.layout is None:
+                _gather(field, segs, body)
+            else:  # no null in the column (the common case): its node and empty validity are known
+                nodes += (num_rows, 0)
+                buffers += (body.pos, 0)
+                field.layout(field, segs, num_rows, body)
+    except _Fallback:
+        return None
+    body.finish()
+    return GatherPlan(num_rows, _message_metadata(num_rows, nodes, buffers, body.pos), body.copies, body.pos)
+
+
+def supported_type(t: pa.DataType) -> bool:
+    """Whether `plan` can gather columns of type `t` (nested types: all their children too)."""
+    try:
+        _compile(t)
+    except _Fallback:
+        return False
+    return True
+
+
+class _Fallback(Exception):
+    """The table cannot be gathered (unsupported type, or 32-bit offsets that would overflow)."""
+
+
+# --- field layouts, compiled once per schema ------------------------------------------------------
+#
+# Reading a type's properties from pyarrow (`ChunkedArray.type`, `value_type`,
+# `field(i)`, `byte_width`) builds Python objects on every access, so each
+# schema's types are turned once into a tree of `_Field`s, kept in a small
+# cache looked up by schema equality (one comparison, done in C++).
 
 # Layout kinds, found from a type's integer id (checking a type id is far cheaper than hashing a type).
 _NULL, _BOOL, _FIXED, _BINARY, _LARGE_BINARY, _LIST, _LARGE_LIST, _FIXED_LIST, _STRUCT = range(9)
@@ -123,131 +186,246 @@ def _kind_table() -> dict[int, int]:
 _KINDS = _kind_table()
 _I32 = np.dtype("<i4")
 _I64 = np.dtype("<i8")
+_U8 = np.dtype("u1")
 
 
-def supported_type(t: pa.DataType) -> bool:
-    """Whether `plan` can gather columns of type `t` (nested types: all their children too)."""
+class _Field:
+    """How one field is laid out: the function appending its buffers, the type fact it needs, its children.
+
+    `width` is the byte width of a fixed-width type, the list size of a
+    fixed-size list, or the offset width (4 or 8) of a (large) binary or list.
+    """
+
+    __slots__ = ("layout", "width", "children")
+
+    def __init__(self, layout: Callable[[_Field, list[Segment], int, _Body], None] | None, width: int = 0,
+                 children: tuple[_Field, ...] = ()) -> None:
+        self.layout = layout  # None for the null type, which has no buffers
+        self.width = width
+        self.children = children
+
+
+def _compile(t: pa.DataType) -> _Field:
+    """The `_Field` tree for type `t`; raises `_Fallback` when some type in it is not supported."""
     kind = _KINDS.get(t.id)
     if kind is None:
-        return False
-    if kind in (_LIST, _LARGE_LIST, _FIXED_LIST):
-        return supported_type(t.value_type)
-    if kind == _STRUCT:
-        return all(supported_type(t.field(i).type) for i in range(t.num_fields))
-    return True
+        raise _Fallback()
+    if kind == _NULL:
+        return _Field(None)
+    if kind == _BOOL:
+        return _Field(_bool)
+    if kind == _FIXED:
+        return _Field(_fixed, t.byte_width)
+    if kind in (_BINARY, _LARGE_BINARY):
+        return _Field(_binary, 4 if kind == _BINARY else 8)
+    if kind in (_LIST, _LARGE_LIST):
+        return _Field(_list, 4 if kind == _LIST else 8, (_compile(t.value_type),))
+    if kind == _FIXED_LIST:
+        return _Field(_fixed_list, t.list_size, (_compile(t.value_type),))
+    return _Field(_struct, 0, tuple(_compile(t.field(i).type) for i in range(t.num_fields)))
 
 
-def plan(table: pa.Table) -> GatherPlan | None:
-    """Lay out `table` (any chunking, any offsets) as one IPC record batch message.
+class _SchemaLayout:
+    """The layout of a schema's fields, and how many top-level fields have offsets of each width."""
 
-    None when some column's type is not supported (dictionary, map, union,
-    extension, view and run-end types, intervals, ...) or when a 32-bit
-    offsets column would overflow once combined; the caller then combines
-    chunks the ordinary way.
-    """
-    body = _Body()
+    __slots__ = ("fields", "offsets")
+
+    def __init__(self, fields: tuple[_Field, ...]) -> None:
+        self.fields = fields
+        self.offsets: dict[int, int] = {}
+        for field in fields:
+            if field.layout in (_binary, _list):
+                self.offsets[field.width] = self.offsets.get(field.width, 0) + 1
+
+
+def _compile_schema(schema: pa.Schema) -> _SchemaLayout | None:
+    """The layout of `schema`, or None when some type is not supported."""
     try:
-        for col in table.columns:
-            _gather(col.type, [(chunk, 0, len(chunk)) for chunk in col.chunks], body)
+        return _SchemaLayout(tuple(_compile(t) for t in schema.types))
     except _Fallback:
         return None
-    metadata = _message_metadata(table.num_rows, body.nodes, body.buffers, body.pos)
-    return GatherPlan(table.num_rows, metadata, body.copies, body.pos)
 
 
-class _Fallback(Exception):
-    """The table cannot be gathered (unsupported type, or 32-bit offsets that would overflow)."""
+# Recently seen schemas and their layouts, newest first. The tuple is never
+# changed, only replaced (under the lock), so readers need no lock.
+_LAYOUTS: tuple[tuple[pa.Schema, _SchemaLayout | None], ...] = ()
+_LAYOUTS_MAX = 8
+_LAYOUTS_LOCK = threading.Lock()
+
+
+def _schema_layout(schema: pa.Schema) -> _SchemaLayout | None:
+    """The cached layout of `schema` (compiled on first sight), None when some type is not supported."""
+    global _LAYOUTS
+    for known, layout in _LAYOUTS:
+        if known.equals(schema):  # names, types and nullability; metadata is ignored
+            return layout
+    layout = _compile_schema(schema)
+    with _LAYOUTS_LOCK:
+        _LAYOUTS = ((schema, layout),) + _LAYOUTS[:_LAYOUTS_MAX - 1]
+    return layout
+
+
+# --- the body --------------------------------------------------------------------------------------
+
+#: Zero padding by length: every body buffer is padded to a multiple of 8 bytes with zeros.
+_PADS = tuple(bytes(n) for n in range(8))
 
 
 class _Body:
-    """The body being laid out: field nodes, buffer descriptors and the copies that fill it."""
+    """The body being laid out: field nodes, buffer descriptors and the copies that fill it.
 
-    __slots__ = ("nodes", "buffers", "copies", "pos")
+    The layout functions append a body buffer's parts to `copies` themselves
+    (each at the body position it lands on) and then `close` the buffer.
+    Offsets buffers are filled in by `finish` (see `_Arena`).
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("nodes", "buffers", "copies", "pos", "arenas", "filling", "rows", "top_offsets")
+
+    def __init__(self, rows: int, top_offsets: dict[int, int]) -> None:
         self.nodes: list[int] = []  # flattened (length, null_count) pairs
         self.buffers: list[int] = []  # flattened (offset, length) pairs
         self.copies: list[tuple[int, Any]] = []
         self.pos = 0
+        self.arenas: list[_Arena] = []
+        self.filling: dict[int, _Arena] = {}  # by offset width: the arena being filled
+        self.rows = rows
+        self.top_offsets = top_offsets  # top-level fields with offsets, by width: a first arena's room
 
-    def add(self, parts: Sequence[Any]) -> None:
-        """Append one body buffer made of `parts` (bytes-likes, format 'B') back to back, then pad to 8."""
-        start = pos = self.pos
-        copies = self.copies
-        for part in parts:
-            n = len(part)
-            if n:
-                copies.append((pos, part))
-                pos += n
-        pad = -pos & 7
+    def close(self, start: int, end: int) -> None:
+        """Record the body buffer spanning `start`..`end` (its parts already in `copies`); pad to 8 bytes."""
+        self.buffers += (start, end - start)
+        pad = -end & 7
         if pad:
-            copies.append((pos, _ZEROS[:pad]))
-        self.buffers += (start, pos - start)
-        self.pos = pos + pad
+            self.copies.append((end, _PADS[pad]))
+        self.pos = end + pad
 
-    def empty(self) -> None:
-        """Append a zero-length body buffer."""
-        self.buffers += (self.pos, 0)
+    def single(self, part: Any) -> None:
+        """Append a body buffer made of the one bytes-like `part` (its len() is its size in bytes)."""
+        start = self.pos
+        if len(part):
+            self.copies.append((start, part))
+        self.close(start, start + len(part))
+
+    def arena(self, width: int, need: int) -> _Arena:
+        """The arena of `width`-byte offsets with room for `need` more values."""
+        arena = self.filling.get(width)
+        if arena is None:  # room for the top-level offsets buffers of that width
+            capacity = max(need, (self.rows + 1) * self.top_offsets.get(width, 0))
+        elif len(arena.values) - arena.used >= need:
+            return arena
+        else:  # nested offsets take more: a bigger arena
+            capacity = max(need, 2 * len(arena.values))
+        arena = self.filling[width] = _Arena(width, capacity)
+        self.arenas.append(arena)
+        return arena
+
+    def finish(self) -> None:
+        """Compute the offsets buffers the layout left to the end (see `_Arena`)."""
+        for arena in self.arenas:
+            arena.finish(self.copies)
 
 
-def _gather(t: pa.DataType, segs: list[Segment], body: _Body) -> None:
-    """Append the node and buffers of one field (and, recursively, its children) built from `segs`."""
-    kind = _KINDS.get(t.id)
-    if kind is None:
-        raise _Fallback()
-    segs = [seg for seg in segs if seg[2]]
+def _gather(field: _Field, segs: list[Segment], body: _Body) -> None:
+    """Append the node and buffers of one field (and, recursively, its children) built from `segs`.
+
+    Segments with no rows are dropped first: they contribute no bytes.
+    """
+    live = []
     length = 0
+    maybe_nulls = False
     for seg in segs:
-        length += seg[2]
-    if kind == _NULL:
+        n = seg[2]
+        if n:
+            live.append(seg)
+            length += n
+            # An array's null count covers all its rows, so it only says whether the run may hold nulls.
+            maybe_nulls = maybe_nulls or seg[0].null_count != 0
+    layout = field.layout
+    if layout is None:  # the null type: every row null, no buffers
         body.nodes += (length, length)
         return
-    at = len(body.nodes)
-    body.nodes += (length, 0)
-    body.nodes[at + 1] = _validity(segs, length, body)
+    if maybe_nulls:
+        nulls = _validity(live, length, body)
+    else:  # a validity bitmap may be left empty (length 0) when the null count is 0
+        nulls = 0
+        body.buffers += (body.pos, 0)
+    body.nodes += (length, nulls)
+    layout(field, live, length, body)
 
-    if kind == _FIXED:
-        width = t.byte_width
-        parts = []
-        for arr, start, n in segs:
-            first = (arr.offset + start) * width
-            parts.append(arr.buffers()[1].slice(first, n * width))
-        body.add(parts)
-    elif kind == _BINARY or kind == _LARGE_BINARY:
-        offsets, ranges = _offsets(segs, _I32 if kind == _BINARY else _I64)
-        body.add(offsets)
-        body.add([bufs[2].slice(lo, hi - lo) for bufs, lo, hi in ranges if hi > lo])
-    elif kind == _LIST or kind == _LARGE_LIST:
-        offsets, ranges = _offsets(segs, _I32 if kind == _LIST else _I64)
-        body.add(offsets)
-        child = [(arr.values, lo, hi - lo) for (arr, _, _), (_, lo, hi) in zip(segs, ranges)]
-        _gather(t.value_type, child, body)
-    elif kind == _FIXED_LIST:
-        size = t.list_size
-        # FixedSizeListArray.values ignores the parent's offset: row i's values start at (offset + i) * size.
-        _gather(t.value_type, [(arr.values, (arr.offset + start) * size, n * size) for arr, start, n in segs], body)
-    elif kind == _STRUCT:
-        for i in range(t.num_fields):
-            # StructArray.field(i) is the child already sliced to the parent's offset and length.
-            _gather(t.field(i).type, [(arr.field(i), start, n) for arr, start, n in segs], body)
-    else:  # _BOOL
-        body.add([np.packbits(_unpacked_bits(segs, 1), bitorder="little").tobytes()] if length else [])
+
+def _fixed(field: _Field, segs: list[Segment], length: int, body: _Body) -> None:
+    """Values buffer of a fixed-width type: a slice of each segment's values buffer."""
+    width = field.width
+    copies = body.copies
+    start = pos = body.pos
+    for arr, first, n in segs:
+        size = n * width
+        copies.append((pos, arr.buffers()[1].slice(first * width, size)))
+        pos += size
+    body.close(start, pos)
+
+
+def _binary(field: _Field, segs: list[Segment], length: int, body: _Body) -> None:
+    """Offsets and data buffers of a (large) binary or string type."""
+    ranges = _offsets(field.width, segs, length, body)
+    copies = body.copies
+    start = pos = body.pos
+    for bufs, lo, hi in ranges:
+        if hi > lo:
+            copies.append((pos, bufs[2].slice(lo, hi - lo)))
+            pos += hi - lo
+    body.close(start, pos)
+
+
+def _list(field: _Field, segs: list[Segment], length: int, body: _Body) -> None:
+    """Offsets buffer of a (large) list type, then its child over the values the rows reference."""
+    ranges = _offsets(field.width, segs, length, body)
+    child = []
+    for (arr, _, _), (_, lo, hi) in zip(segs, ranges):
+        if hi > lo:
+            values = arr.values  # the whole child: list offsets index it from its own offset
+            child.append((values, values.offset + lo, hi - lo))
+    _gather(field.children[0], child, body)
+
+
+def _fixed_list(field: _Field, segs: list[Segment], length: int, body: _Body) -> None:
+    """The child of a fixed-size list type (it has no buffer of its own besides validity)."""
+    size = field.width
+    child = []
+    for arr, first, n in segs:
+        values = arr.values  # the whole child: row i's values start at i * size from its own offset
+        child.append((values, values.offset + first * size, n * size))
+    _gather(field.children[0], child, body)
+
+
+def _struct(field: _Field, segs: list[Segment], length: int, body: _Body) -> None:
+    """The children of a struct type, in field order."""
+    for i, child in enumerate(field.children):
+        child_segs = []
+        for arr, first, n in segs:
+            # StructArray.field(i) is the child already sliced to the parent's offset and length,
+            # so the parent's row `first - arr.offset` is the child's row of that index.
+            values = arr.field(i)
+            child_segs.append((values, values.offset + first - arr.offset, n))
+        _gather(child, child_segs, body)
+
+
+def _bool(field: _Field, segs: list[Segment], length: int, body: _Body) -> None:
+    """Values bitmap of the boolean type, re-packed from every segment's bits."""
+    body.single(np.packbits(_unpacked_bits(segs, 1), bitorder="little").tobytes() if length else b"")
 
 
 def _validity(segs: list[Segment], length: int, body: _Body) -> int:
-    """Append the combined validity bitmap (empty when nothing is null); returns the null count."""
-    for arr, _, _ in segs:
-        if arr.null_count:
-            break
-    else:
-        body.empty()
-        return 0
+    """Append the combined validity bitmap of segments that may hold nulls; returns the null count.
+
+    The bitmap is left empty when the rows taken hold no null after all.
+    """
     bits = _unpacked_bits(segs, 0)
     valid = int(np.count_nonzero(bits))
     if valid == length:
-        body.empty()
+        body.buffers += (body.pos, 0)
         return 0
-    body.add([np.packbits(bits, bitorder="little").tobytes()])
+    body.single(np.packbits(bits, bitorder="little").tobytes())
     return length - valid
 
 
@@ -258,14 +436,12 @@ def _unpacked_bits(segs: list[Segment], index: int) -> np.ndarray:
     validity bits (its bitmap may be absent).
     """
     pieces = []
-    for arr, start, n in segs:
+    for arr, bit, n in segs:
         if index == 0 and arr.null_count == 0:
             pieces.append(np.ones(n, dtype=np.uint8))
             continue
-        buf = arr.buffers()[index]
-        bit = arr.offset + start
         lo = bit >> 3
-        raw = np.frombuffer(buf, dtype=np.uint8, count=((bit + n + 7) >> 3) - lo, offset=lo)
+        raw = np.frombuffer(arr.buffers()[index], _U8, ((bit + n + 7) >> 3) - lo, lo)
         shift = bit & 7
         pieces.append(np.unpackbits(raw, bitorder="little")[shift:shift + n])
     if not pieces:
@@ -273,30 +449,93 @@ def _unpacked_bits(segs: list[Segment], index: int) -> np.ndarray:
     return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
 
 
-def _offsets(segs: list[Segment], dtype: np.dtype) -> tuple[list[np.ndarray], list[tuple[list, int, int]]]:
-    """The rebased combined offsets (from 0, continuous) as byte arrays, and per segment `(buffers, lo, hi)`.
+# --- offsets ---------------------------------------------------------------------------------------
+#
+# A combined offsets buffer starts at 0 and runs on without a break: each
+# segment's n + 1 offsets shifted by one delta (its first offset minus the
+# bytes or values taken so far), its first landing on the previous segment's
+# last (the same value). The walk copies each segment's raw offsets into an
+# arena shared by all offsets buffers of the plan of one width (reading the
+# first and last there: they give the data or child range) and notes the
+# delta; `_Body.finish` then shifts the whole arena with one vectorised
+# subtraction (a call per segment would cost more than the arithmetic).
+
+_DTYPES = {4: _I32, 8: _I64}
+_TYPECODES = {4: "i", 8: "q"}
+
+
+class _Arena:
+    """Offsets of one width for a plan: raw segment offsets copied back to back, shifted at the end.
+
+    Run i is `counts[i]` values, all shifted by `deltas[i]`; a segment's run
+    is its n values, the last segment of a buffer also keeping its final
+    value (the next buffer's first segment would otherwise overwrite it).
+    `slots` are the copies to point at finished buffers.
+    """
+
+    __slots__ = ("width", "values", "whole", "signed", "typed", "used", "deltas", "counts", "slots")
+
+    def __init__(self, width: int, capacity: int) -> None:
+        self.width = width
+        self.values = np.empty(capacity, _DTYPES[width])
+        self.whole = memoryview(self.values).cast("B")
+        self.signed = self.whole.cast("b")  # Arrow buffers export signed bytes; a memoryview copies like to like
+        self.typed = self.whole.cast(_TYPECODES[width])  # to read single offsets (little-endian, as the arena)
+        self.used = 0  # values written so far
+        self.deltas: list[int] = []
+        self.counts: list[int] = []
+        self.slots: list[tuple[int, int, int]] = []  # (index in copies, first value, value count)
+
+    def finish(self, copies: list[tuple[int, Any]]) -> None:
+        """Shift every run by its delta and put each buffer (as bytes) in its slot of `copies`."""
+        used = self.used
+        if any(self.deltas):
+            values = self.values[:used]
+            np.subtract(values, np.array(self.deltas, values.dtype).repeat(self.counts), values)
+        whole = self.whole
+        width = self.width
+        for index, first, count in self.slots:
+            copies[index] = (copies[index][0], whole[first * width:(first + count) * width])
+
+
+def _offsets(width: int, segs: list[Segment], length: int, body: _Body) -> list[tuple[list, int, int]]:
+    """Append the combined offsets buffer of `segs` (`width`-byte offsets); returns per segment `(buffers, lo, hi)`.
 
     `lo`/`hi` is the range the segment references in the array's data buffer
     (binary) or its child (lists).
     """
-    parts = []
+    arena = body.filling.get(width)
+    if arena is None or len(arena.values) - arena.used <= length:
+        arena = body.arena(width, length + 1)
+    signed, typed, deltas, counts = arena.signed, arena.typed, arena.deltas, arena.counts
+    first_value = at = arena.used
     ranges = []
     running = 0
-    size = dtype.itemsize
-    for arr, start, n in segs:
+    for arr, first, n in segs:
         bufs = arr.buffers()
-        raw = np.frombuffer(bufs[1], dtype=dtype, count=n + 1, offset=(arr.offset + start) * size)
-        lo = raw.item(0)
-        hi = raw.item(n)
-        if size == 4 and running + (hi - lo) > _INT32_MAX:
+        signed[at * width:(at + n + 1) * width] = bufs[1].slice(first * width, (n + 1) * width)
+        lo = typed[at]
+        hi = typed[at + n]
+        if width == 4 and running + (hi - lo) > _INT32_MAX:
             raise _Fallback()
-        # |lo - running| < 2**31, so the result stays in dtype; the first part keeps its leading 0.
-        parts.append((raw[1:] if parts else raw) - (lo - running))
+        # |lo - running| < 2**31 when width is 4 (both are valid offsets), so the deltas fit the type.
+        deltas.append(lo - running)
+        counts.append(n)
         ranges.append((bufs, lo, hi))
         running += hi - lo
-    if not parts:
-        parts.append(np.zeros(1, dtype=dtype))
-    return [part.view(np.uint8) for part in parts], ranges
+        at += n
+    if segs:
+        counts[-1] += 1  # the buffer's last value
+    else:  # no rows: the buffer is a single 0
+        typed[at] = 0
+        deltas.append(0)
+        counts.append(1)
+    arena.used = at + 1
+    start = body.pos
+    arena.slots.append((len(body.copies), first_value, length + 1))
+    body.copies.append((start, None))  # filled by `_Body.finish`
+    body.close(start, start + (length + 1) * width)
+    return ranges
 
 
 # --- flatbuffer `Message` holding a `RecordBatch` -------------------------------------------------
@@ -422,8 +661,25 @@ def _metadata_template(n_nodes: int, n_buffers: int, has_rows: bool, has_body: b
     return struct.pack("<Ii", 0xFFFFFFFF, len(flat)) + flat, where
 
 
-_TEMPLATES: dict[tuple[int, int, bool, bool], tuple[bytes, list[int]]] = {}
+# Metadata layouts by shape, with the structs packing their values. Entries
+# are only added (a race builds one twice, harmlessly) or all dropped at once.
+_TEMPLATES: dict[tuple[int, int, bool, bool], tuple[bytes, int, int, int, struct.Struct, bytes]] = {}
 _TEMPLATES_MAX = 256
+_INT64 = struct.Struct("<q")
+
+
+def _template(key: tuple[int, int, bool, bool]) -> tuple[bytes, int, int, int, struct.Struct, bytes]:
+    """The metadata template for a shape, where its scalars go, and one struct for both vectors.
+
+    The buffers' vector lies before the nodes' (the builder writes the nodes
+    first, back to front), so the two are packed in one go with the bytes
+    between them (the nodes' count and padding) passed through unchanged.
+    """
+    n_nodes, n_buffers = key[0], key[1]
+    template, (length_at, body_at, nodes_at, buffers_at) = _metadata_template(*key)
+    between = template[buffers_at + 8 * n_buffers:nodes_at]
+    vectors = struct.Struct(f"<{n_buffers}q{len(between)}s{n_nodes}q")
+    return template, length_at, body_at, buffers_at, vectors, between
 
 
 def _message_metadata(num_rows: int, nodes: list[int], buffers: list[int], body_length: int) -> bytes:
@@ -437,13 +693,12 @@ def _message_metadata(num_rows: int, nodes: list[int], buffers: list[int], body_
     if hit is None:
         if len(_TEMPLATES) >= _TEMPLATES_MAX:
             _TEMPLATES.clear()
-        hit = _TEMPLATES[key] = _metadata_template(*key)
-    template, (length_at, body_at, nodes_at, buffers_at) = hit
+        hit = _TEMPLATES[key] = _template(key)
+    template, length_at, body_at, buffers_at, vectors, between = hit
     out = bytearray(template)
     if length_at >= 0:
-        struct.pack_into("<q", out, length_at, num_rows)
+        _INT64.pack_into(out, length_at, num_rows)
     if body_at >= 0:
-        struct.pack_into("<q", out, body_at, body_length)
-    struct.pack_into(f"<{len(nodes)}q", out, nodes_at, *nodes)
-    struct.pack_into(f"<{len(buffers)}q", out, buffers_at, *buffers)
+        _INT64.pack_into(out, body_at, body_length)
+    vectors.pack_into(out, buffers_at, *buffers, between, *nodes)
     return bytes(out)

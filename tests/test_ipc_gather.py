@@ -214,6 +214,109 @@ def test_large_types_and_nested_large_lists():
     _assert_roundtrip(table.slice(2, 15))
 
 
+# --- the top-level shortcut, offsets arenas, overflow and copies -----------------------------------
+
+def _general_path_message(table: pa.Table) -> bytes:
+    """The message laid out by the general per-field path only (no top-level shortcut for null-free columns)."""
+    layout = ipc_gather._schema_layout(table.schema)
+    assert layout is not None
+    body = ipc_gather._Body(table.num_rows, {})  # no room planned: arenas are made (and grown) on demand
+    for field, col in zip(layout.fields, table.columns):
+        ipc_gather._gather(field, [(chunk, chunk.offset, len(chunk)) for chunk in col.chunks], body)
+    body.finish()
+    metadata = ipc_gather._message_metadata(table.num_rows, body.nodes, body.buffers, body.pos)
+    return ipc_gather.GatherPlan(table.num_rows, metadata, body.copies, body.pos).to_bytes()
+
+
+@pytest.mark.parametrize("nulls", [False, True], ids=["no-nulls", "nulls"])
+def test_top_level_shortcut_matches_the_general_path(nulls):
+    n = 23
+    cols = {name: (_values(name, n, nulls), SAMPLES[name][0]) for name in sorted(SAMPLES)}
+    base = _multi_chunk_table(cols, cuts=[4, 4, 15])  # sliced chunks (offset 3), one of them empty
+    for table in (base, base.slice(2, 17), base.slice(9, 1), base.slice(5, 0)):
+        if not nulls:  # the shortcut is taken for every column but the null-typed one
+            assert all(col.null_count == 0 for col in table.columns if col.type != pa.null())
+        assert ipc_gather.plan(table).to_bytes() == _general_path_message(table) == _reference_message(table)
+
+
+def test_offsets_of_both_widths_and_nested_offsets_beyond_the_first_arena():
+    """Offsets of several buffers, widths and depths share arenas; nested ones outgrow the first arena."""
+    rng = random.Random(5)
+    n = 60
+    words = [["".join(rng.choice("xyz") for _ in range(rng.randint(0, 5))) for _ in range(rng.randint(0, 9))]
+             for _ in range(n)]
+    cols = {
+        "s": ([f"v{i}" * (i % 4) for i in range(n)], pa.string()),
+        "ls": ([f"w{i}" * (i % 3) for i in range(n)], pa.large_string()),
+        "words": (words, pa.list_(pa.string())),  # its child's offsets hold ~4 values per row
+        "deep": ([[w, [], w[:2]] for w in words], pa.large_list(pa.list_(pa.large_binary()))),
+    }
+    cols["deep"] = ([[[s.encode() for s in w], [], [s.encode() for s in w[:2]]] for w in words], cols["deep"][1])
+    table = _multi_chunk_table(cols, cuts=[7, 31, 31, 44])
+    for part in (table, table.slice(3, 50), table.slice(31, 1), table.slice(59, 1)):
+        _assert_roundtrip(part)
+        assert ipc_gather.plan(part).to_bytes() == _general_path_message(part)
+
+
+def _huge_string_chunk(t: pa.DataType, size: int) -> pa.Array:
+    """One string of `size` bytes; its data buffer is allocated but never touched, so it costs no memory."""
+    data = pa.allocate_buffer(size)
+    width = 4 if t in (pa.string(), pa.binary()) else 8
+    offsets = pa.py_buffer(np.array([0, size], dtype=f"<i{width}").tobytes())
+    return pa.Array.from_buffers(t, 1, [None, offsets, data])
+
+
+def test_32_bit_offsets_that_would_overflow_fall_back():
+    size = 2**30 + 1  # two of them hold 2**31 + 2 bytes: past the largest 32-bit offset
+    big = _huge_string_chunk(pa.string(), size)
+    small = pa.array(["a"], pa.string())
+    assert ipc_gather.plan(pa.table({"s": pa.chunked_array([big, small])})) is not None
+    assert ipc_gather.plan(pa.table({"s": pa.chunked_array([big, big])})) is None
+    # ...also as a nested field (the child of a list), and after columns already laid out.
+    nested = pa.ListArray.from_arrays(pa.array([0, 1], pa.int32()), big)
+    table = pa.table({"i": pa.chunked_array([[1], [2]], pa.int64()), "l": pa.chunked_array([nested, nested])})
+    assert ipc_gather.plan(table) is None
+    # 64-bit offsets take the same rows.
+    large = _huge_string_chunk(pa.large_string(), size)
+    gathered = ipc_gather.plan(pa.table({"s": pa.chunked_array([large, large])}))
+    assert gathered is not None and gathered.num_rows == 2 and gathered.body_size >= 2 * size
+
+
+def test_large_buffers_are_copied_by_the_arrow_writer_and_small_ones_directly():
+    text = ["x" * 50_000, "y" * 30_000, "", "z" * 90_000, "w"]  # data pieces on both sides of the threshold
+    table = pa.table({"t": _chunked(text * 3, pa.string(), [4, 9]), "i": _chunked(list(range(15)), pa.int64(), [2])})
+    plan = ipc_gather.plan(table)
+    sizes = [len(src) for _, src in plan.copies if isinstance(src, pa.Buffer)]
+    assert max(sizes) >= ipc_gather._DIRECT_COPY_MAX > min(sizes)
+    _assert_roundtrip(table)
+    _assert_roundtrip(table.slice(1, 13))
+    _assert_roundtrip(pa.table({"i": _chunked(list(range(20_000)), pa.int64(), [3, 15_000])}))
+    # A target that is not a flat byte view is written the same.
+    out = bytearray(plan.size + (-plan.size % 8))
+    plan.write_into(memoryview(out)[:plan.size].cast("B").cast("c"))
+    assert bytes(out[:plan.size]) == _reference_message(table)
+
+
+def test_layouts_are_cached_per_schema_and_plans_are_thread_safe():
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = random.Random(31)
+    tables = [_random_table(rng) for _ in range(3 * ipc_gather._LAYOUTS_MAX)]  # more schemas than the cache holds
+    expected = [_reference_message(t) if ipc_gather.plan(t) is not None else None for t in tables]
+    assert sum(e is not None for e in expected) > len(tables) // 2
+
+    def encode(i: int) -> bytes | None:
+        got = ipc_gather.plan(tables[i])
+        return None if got is None else got.to_bytes()
+
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(3):
+            assert list(pool.map(encode, range(len(tables)))) == expected
+    assert len(ipc_gather._LAYOUTS) <= ipc_gather._LAYOUTS_MAX
+    schema = tables[0].schema
+    assert ipc_gather._schema_layout(schema) is ipc_gather._schema_layout(pa.schema(list(schema)))  # equal schema
+
+
 # --- randomized ---------------------------------------------------------------------------------------
 
 LEAVES = ["null", "bool", "int8", "int32", "uint64", "float16", "float64", "date32", "time64ns", "timestamp_tz",
