@@ -47,10 +47,14 @@ defmodule HFBridge.Telemetry do
       Metadata: `:dataset`, `:destination`, `:total_rows` (`nil` when
       unknown).
     * `[:hf_bridge, :connection, :up]` — a connection to a server is
-      established. Measurements: `%{system_time}`. Metadata: `:address`
-      (`"host:port"`), `:tls` (boolean).
+      established (also each time a client connects again after losing its
+      connection, see `HFBridge.Client.Keeper`). Measurements:
+      `%{system_time}`. Metadata: `:address` (`"host:port"`), `:tls`
+      (boolean).
     * `[:hf_bridge, :connection, :down]` — a connection closed or was lost.
-      Measurements: `%{system_time}`. Metadata: `:address`, `:reason`.
+      Measurements: `%{system_time}`. Metadata: `:address`, `:tls`,
+      `:reason` (`:closed` after `disconnect/1`, `:owner_exited`, or the
+      connection process's exit reason).
 
   `events/0` returns every name above, which suits
   `:telemetry.attach_many/4`:
