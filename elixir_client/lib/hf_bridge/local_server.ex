@@ -1,4 +1,8 @@
 defmodule HFBridge.LocalServer do
+  # Restarts allowed within @restart_window ms before the server is left stopped.
+  @max_restarts 5
+  @restart_window 60_000
+
   @schema [
     python: [
       type: {:or, [:string, nil]},
@@ -49,6 +53,13 @@ defmodule HFBridge.LocalServer do
       type: {:in, [:debug, :info, :warning, :error, false]},
       default: :debug,
       doc: "Logger level of the server's log lines; `false` drops them."
+    ],
+    restart: [
+      type: :boolean,
+      default: true,
+      doc:
+        "Start the server again, on the same port and state directory, when it exits " <>
+          "unexpectedly after it was ready (at most #{@max_restarts} times a minute)."
     ]
   ]
 
@@ -62,6 +73,13 @@ defmodule HFBridge.LocalServer do
   process, and supervisor shutdown all stop it with SIGTERM, falling back to
   SIGKILL after 10 seconds. The server's log lines (stderr) go to `Logger`;
   the last lines are kept for error messages.
+
+  A server that exits unexpectedly once it was ready (killed, crashed) is
+  started again on the port it had and with the same state directory, so
+  its address stays valid: clients connect again on their next call (see
+  `HFBridge.Client`) and sessions resume from their last acknowledged
+  checkpoint. After #{@max_restarts} such restarts within a minute it is
+  left stopped.
 
   ## Options
 
@@ -219,12 +237,19 @@ defmodule HFBridge.LocalServer do
     export_root = Path.expand(opts[:export_root] || cwd)
     state_dir = opts[:state_dir] && Path.expand(opts[:state_dir])
 
+    launch = fn port_number ->
+      open_port(python, opts, port_number, data_roots, export_root, state_dir)
+    end
+
     with :ok <- if(state_dir, do: mkdir(state_dir), else: :ok),
-         {:ok, port} <- open_port(python, opts, data_roots, export_root, state_dir) do
+         {:ok, port} <- launch.(opts[:port]) do
       ref = if is_pid(opts[:owner]), do: Process.monitor(opts[:owner])
 
       {:ok,
        %{
+         launch: launch,
+         restart?: opts[:restart],
+         restarts: [],
          port: port,
          os_pid: nil,
          address: nil,
@@ -252,7 +277,7 @@ defmodule HFBridge.LocalServer do
     end
   end
 
-  defp open_port(python, opts, data_roots, export_root, state_dir) do
+  defp open_port(python, opts, port_number, data_roots, export_root, state_dir) do
     sh = System.find_executable("sh") || "/bin/sh"
 
     args =
@@ -263,7 +288,7 @@ defmodule HFBridge.LocalServer do
         "--host",
         opts[:host],
         "--port",
-        Integer.to_string(opts[:port])
+        Integer.to_string(port_number)
       ] ++
         ["--workers", Integer.to_string(opts[:workers])] ++
         Enum.flat_map(data_roots, &["--data-root", &1]) ++
@@ -317,11 +342,10 @@ defmodule HFBridge.LocalServer do
   end
 
   def handle_info({port, {:exit_status, status}}, %{port: port} = state) do
-    state = %{state | exit_status: status, port: nil}
+    state = %{state | exit_status: status, port: nil, os_pid: nil}
 
     if state.address do
-      Logger.error("hf_bridge local server exited with status #{status}: #{tail(state)}")
-      {:stop, {:shutdown, {:server_exited, status}}, state}
+      restart_or_stop(state, status)
     else
       error =
         Error.new(
@@ -339,8 +363,43 @@ defmodule HFBridge.LocalServer do
   def handle_info({:DOWN, ref, :process, _, _}, %{owner_ref: ref} = state),
     do: {:stop, :normal, state}
 
+  # A port that exited (its exit status was handled above); a restarted
+  # server runs on a new one.
+  def handle_info({:EXIT, port, _reason}, state) when is_port(port), do: {:noreply, state}
   def handle_info({:EXIT, _, reason}, state), do: {:stop, reason, state}
   def handle_info(_other, state), do: {:noreply, state}
+
+  # A server that was ready and exited with a failure status starts again on
+  # its port (exit status 0 is a deliberate stop, e.g. a signal sent by an
+  # operator that the server handled).
+  defp restart_or_stop(state, status) do
+    now = System.monotonic_time(:millisecond)
+    recent = Enum.filter(state.restarts, &(now - &1 < @restart_window))
+
+    with true <- state.restart? and status != 0 and length(recent) < @max_restarts,
+         {:ok, port_number} <- bound_port(state.address),
+         {:ok, port} <- state.launch.(port_number) do
+      Logger.warning(
+        "hf_bridge local server exited with status #{status}; starting it again on port " <>
+          "#{port_number} (restart #{length(recent) + 1} within a minute): #{tail(state)}"
+      )
+
+      {:noreply, %{state | port: port, restarts: [now | recent], partial: ""}}
+    else
+      _ ->
+        Logger.error("hf_bridge local server exited with status #{status}: #{tail(state)}")
+        {:stop, {:shutdown, {:server_exited, status}}, state}
+    end
+  end
+
+  defp bound_port(address) do
+    with [_, port] <- Regex.run(~r/:(\d+)$/, address),
+         {number, ""} <- Integer.parse(port) do
+      {:ok, number}
+    else
+      _ -> :error
+    end
+  end
 
   @impl true
   def terminate(_reason, state) do

@@ -91,6 +91,44 @@ defmodule HFBridge.LocalServerTest do
     refute server_running?(ctx.state_dir)
   end
 
+  test "a server killed with kill -9 starts again on its port; a stream reading it loses nothing",
+       ctx do
+    path = simple_parquet!(Path.join([ctx.dir, "data", "r.parquet"]), 3_000)
+    {:ok, server, address} = LocalServer.start([log_level: false] ++ ctx.server_opts)
+    on_exit(fn -> LocalServer.stop(server) end)
+    {:ok, client} = Client.connect(address: address, local: false)
+    first = LocalServer.os_pid(server)
+
+    ids =
+      HFBridge.stream("parquet",
+        client: client,
+        data_files: path,
+        batch_size: 100,
+        retry: [max_attempts: 60, base_delay: 50, max_delay: 1_000]
+      )
+      |> Stream.with_index()
+      |> Stream.each(fn {_batch, i} ->
+        if i == 5, do: System.cmd("kill", ["-9", Integer.to_string(first)])
+      end)
+      |> Enum.flat_map(fn {batch, _} -> Enum.map(HFBridge.Batch.rows!(batch), & &1["id"]) end)
+
+    assert ids == Enum.to_list(0..2_999)
+    assert LocalServer.address(server) == address
+    assert is_integer(LocalServer.os_pid(server)) and LocalServer.os_pid(server) != first
+    refute os_alive?(first)
+    assert {:ok, %HFBridge.Info{}} = HFBridge.info(client, "parquet", data_files: path)
+    Client.disconnect(client)
+  end
+
+  test "with restart: false a server that dies stays down", ctx do
+    Process.flag(:trap_exit, true)
+    opts = [log_level: false, restart: false] ++ ctx.server_opts
+    {:ok, server, _address} = LocalServer.start(opts)
+    ref = Process.monitor(server)
+    System.cmd("kill", ["-9", Integer.to_string(LocalServer.os_pid(server))])
+    assert_receive {:DOWN, ^ref, :process, ^server, {:shutdown, {:server_exited, _}}}, 30_000
+  end
+
   test "a Python that does not exist is a clear error", ctx do
     opts = Keyword.put(ctx.server_opts, :python, "/nonexistent/bin/python")
 
