@@ -160,6 +160,8 @@ defmodule HFBridge.Faults.RecoveryTest do
         state_dir: Path.join(ctx.dir, "state"),
         export_root: ctx.dir,
         owner: ctx.owner,
+        # These tests restart servers themselves, as an outside supervisor would.
+        restart: false,
         extra_args: ["--metrics-port", Integer.to_string(metrics_port)],
         env: [{"HF_HUB_OFFLINE", "1"}, {"HF_DATASETS_DISABLE_PROGRESS_BARS", "1"}]
       )
