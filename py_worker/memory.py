@@ -32,6 +32,39 @@ ENV = {
 }
 
 
+def _libc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    except OSError:
+        return None
+
+
+def release_free_memory() -> bool:
+    """Give memory the process holds but no longer uses back to the system.
+
+    Called when a worker has no session left: the raised trim threshold keeps
+    freed batches in the C heap for reuse while streaming, and an idle worker
+    should not keep them. Releases Arrow's pool (`MemoryPool.release_unused`)
+    and the C heap (glibc `malloc_trim(3)`). Returns whether `malloc_trim` ran.
+    """
+    try:
+        import pyarrow as pa
+
+        pa.default_memory_pool().release_unused()
+    except (ImportError, AttributeError):
+        pass
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = _libc()
+    trim = getattr(libc, "malloc_trim", None) if libc is not None else None
+    if trim is None:
+        return False
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    trim(0)
+    return True
+
+
 def tune_malloc() -> bool:
     """Apply the settings to this process and, through the environment, to processes it starts.
 
@@ -42,10 +75,9 @@ def tune_malloc() -> bool:
         os.environ.setdefault(key, value)
     if not sys.platform.startswith("linux"):
         return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    libc = _libc()
+    mallopt = getattr(libc, "mallopt", None) if libc is not None else None
+    if mallopt is None:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int

@@ -48,6 +48,7 @@ from typing import Any
 from py_worker.config import ServerConfig
 from py_worker.errors import from_exception
 from py_worker.frames import Ring, send_frame, send_frame_with_fds, send_ring_frame, socket_of
+from py_worker.memory import release_free_memory
 
 
 def _log(name: str, text: str) -> None:
@@ -450,10 +451,14 @@ class Worker:
         self.send(("reply", req, ok, value))
 
     def forget(self, sid: str, session: "_Session | None" = None) -> None:
-        """Drop a finished or closed session (only if it is still `session`, when given)."""
+        """Drop a finished or closed session (only if it is still `session`, when given); the last
+        one gone, the worker gives the memory its batches used back to the system."""
         with self._lock:
             if session is None or self.sessions.get(sid) is session:
                 self.sessions.pop(sid, None)
+            idle = not self.sessions
+        if idle:
+            release_free_memory()
 
     def _info(self, req: int, spec_dict: dict) -> None:
         try:
