@@ -99,15 +99,16 @@ class Run:
         """
         return _fastest([fn() for _ in range(max(1, self.opts.repeat))])
 
-    def alternating(self, measures: dict[str, Callable[[], dict]]) -> dict[str, dict]:
-        """Run several measurements `repeat` times in turn (a, b, a, b, ...); each keeps its fastest run.
+    def alternating(self, measures: dict[str, Callable[[], dict]], rounds: int | None = None) -> dict[str, dict]:
+        """Run several measurements in turn (a, b, a, b, ...), `rounds` times (default `repeat`);
+        each keeps its fastest run.
 
         A figure's two sides are measured alternately, not one after the other,
         so that a slow spell of a shared machine falls on both sides rather than
         on whichever happened to run during it.
         """
         runs: dict[str, list[dict]] = {k: [] for k in measures}
-        for _ in range(max(1, self.opts.repeat)):
+        for _ in range(max(1, rounds or self.opts.repeat)):
             for key, fn in measures.items():
                 runs[key].append(fn())
         return {k: _fastest(v) for k, v in runs.items()}
@@ -246,7 +247,9 @@ def fig_inmem(run: Run) -> list[Row]:
                 measures["B_elixir"] = _elixir_raw_run(run, srv)
         if "ours_inmem" not in run.cache:
             measures["ours_inmem"] = run.measure_ours_inmem
-        got = run.alternating(measures)
+        # Each run takes about a second, so a short disturbance weighs heavily on
+        # it: these sides are measured more often than `repeat` (5 rounds by default).
+        got = run.alternating(measures, rounds=2 * run.opts.repeat + 1)
     if "ours_inmem" in got:
         run.cache["ours_inmem"] = got["ours_inmem"]
     for label, row in (("B", rb), ("C", rc)):
