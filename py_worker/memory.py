@@ -44,15 +44,11 @@ def release_free_memory() -> bool:
 
     Called when a worker has no session left: the raised trim threshold keeps
     freed batches in the C heap for reuse while streaming, and an idle worker
-    should not keep them. Releases Arrow's pool (`MemoryPool.release_unused`)
-    and the C heap (glibc `malloc_trim(3)`). Returns whether `malloc_trim` ran.
+    should not keep them. Trims the C heap (glibc `malloc_trim(3)`); Arrow's
+    own pool keeps its pages, which the next session's decoding reuses
+    (returning them costs that session a page fault per page). Returns
+    whether `malloc_trim` ran.
     """
-    try:
-        import pyarrow as pa
-
-        pa.default_memory_pool().release_unused()
-    except (ImportError, AttributeError):
-        pass
     if not sys.platform.startswith("linux"):
         return False
     libc = _libc()
