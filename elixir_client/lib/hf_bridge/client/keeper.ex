@@ -94,8 +94,16 @@ defmodule HFBridge.Client.Keeper do
   end
 
   @impl true
-  def handle_call(:conn, _from, %{conn: conn} = state) when is_pid(conn),
-    do: {:reply, {:ok, conn}, state}
+  def handle_call(request, from, %{conn: conn} = state)
+      when request in [:conn, :current] and is_pid(conn) do
+    if Process.alive?(conn) do
+      {:reply, if(request == :conn, do: {:ok, conn}, else: conn), state}
+    else
+      # Gone, its :DOWN not read yet.
+      Process.demonitor(state.conn_ref, [:flush])
+      handle_call(request, from, down(state, :noproc))
+    end
+  end
 
   def handle_call(:conn, _from, %{target: nil} = state),
     do:
@@ -111,7 +119,7 @@ defmodule HFBridge.Client.Keeper do
     end
   end
 
-  def handle_call(:current, _from, state), do: {:reply, state.conn, state}
+  def handle_call(:current, _from, state), do: {:reply, nil, state}
 
   def handle_call(:stop, _from, state) do
     close(state, :closed)
@@ -124,17 +132,20 @@ defmodule HFBridge.Client.Keeper do
     {:stop, :normal, state}
   end
 
-  def handle_info({:DOWN, ref, :process, _, reason}, %{conn_ref: ref} = state) do
+  def handle_info({:DOWN, ref, :process, _, reason}, %{conn_ref: ref} = state),
+    do: {:noreply, down(state, reason)}
+
+  def handle_info(_other, state), do: {:noreply, state}
+
+  defp down(state, reason) do
     Telemetry.execute(
       [:hf_bridge, :connection, :down],
       now(),
       Map.put(state.meta, :reason, reason)
     )
 
-    {:noreply, %{state | conn: nil, conn_ref: nil}}
+    %{state | conn: nil, conn_ref: nil}
   end
-
-  def handle_info(_other, state), do: {:noreply, state}
 
   defp watch(state, conn) do
     Telemetry.execute([:hf_bridge, :connection, :up], now(), state.meta)
