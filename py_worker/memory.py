@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import sys
+from typing import Any
 
 # mallopt(3) parameter numbers (glibc malloc.h).
 M_TRIM_THRESHOLD = -1
@@ -32,11 +34,23 @@ ENV = {
 }
 
 
-def _libc() -> ctypes.CDLL | None:
+@functools.lru_cache(maxsize=None)
+def _libc_function(name: str, *argtypes: Any) -> Any:
+    """glibc's function `name` taking `argtypes` and returning int, or None off Linux or when absent.
+
+    Looked up once per name: `release_free_memory` runs each time a worker goes idle.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
     try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     except OSError:
         return None
+    fn = getattr(libc, name, None)
+    if fn is not None:
+        fn.argtypes = list(argtypes)
+        fn.restype = ctypes.c_int
+    return fn
 
 
 def release_free_memory() -> bool:
@@ -49,14 +63,9 @@ def release_free_memory() -> bool:
     (returning them costs that session a page fault per page). Returns
     whether `malloc_trim` ran.
     """
-    if not sys.platform.startswith("linux"):
-        return False
-    libc = _libc()
-    trim = getattr(libc, "malloc_trim", None) if libc is not None else None
+    trim = _libc_function("malloc_trim", ctypes.c_size_t)
     if trim is None:
         return False
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
     trim(0)
     return True
 
@@ -69,14 +78,9 @@ def tune_malloc() -> bool:
     """
     for key, value in ENV.items():
         os.environ.setdefault(key, value)
-    if not sys.platform.startswith("linux"):
-        return False
-    libc = _libc()
-    mallopt = getattr(libc, "mallopt", None) if libc is not None else None
+    mallopt = _libc_function("mallopt", ctypes.c_int, ctypes.c_int)
     if mallopt is None:
         return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
     ok = True
     for param, key in ((M_MMAP_THRESHOLD, "MALLOC_MMAP_THRESHOLD_"), (M_TRIM_THRESHOLD, "MALLOC_TRIM_THRESHOLD_")):
         try:
