@@ -31,6 +31,13 @@ LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost", "[::1]")
 # into Elixir in `bench` figure 2).
 HTTP2_WRITE_BUFFER = 8 * 1024 * 1024
 
+# Clients PING a connection that has been quiet for a while to find a server
+# that stopped answering (the Elixir client after 30 s by default). grpc-core
+# would take a PING on an idle connection more often than once per 5 minutes
+# (2 hours without calls) as abuse and close it with GOAWAY `too_many_pings`;
+# this server takes one per second, calls or not.
+MIN_CLIENT_PING_INTERVAL_MS = 1000
+
 
 def _identity(data: bytes) -> bytes:
     return data
@@ -187,6 +194,8 @@ async def serve(config: ServerConfig, opts: ServeOptions) -> int:
         ("grpc.max_receive_message_length", size),
         ("grpc.so_reuseport", 0),
         ("grpc.http2.write_buffer_size", HTTP2_WRITE_BUFFER),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", MIN_CLIENT_PING_INTERVAL_MS),
     ])
     server.add_generic_rpc_handlers((build_handlers(front, config),))
     health_servicer = health.aio.HealthServicer()

@@ -43,6 +43,20 @@ defmodule HFBridge.Client do
       default: 10_000,
       doc: "Deadline of connecting, in milliseconds."
     ],
+    keepalive: [
+      type: {:or, [:pos_integer, {:in, [:infinity]}]},
+      default: 30_000,
+      type_doc: "`pos_integer() | :infinity`",
+      doc:
+        "Milliseconds without anything from the server after which the connection PINGs it; " <>
+          "a server that then stays silent for `:keepalive_timeout` more is treated as gone " <>
+          "(its calls fail with a retryable `:unavailable` error and the next call reconnects)."
+    ],
+    keepalive_timeout: [
+      type: :pos_integer,
+      default: 10_000,
+      doc: "Milliseconds to wait for the answer to a keepalive PING."
+    ],
     local: [
       type: :boolean,
       type_doc: "`boolean()`",
@@ -399,7 +413,13 @@ defmodule HFBridge.Client do
       opts[:metadata] ++
         if(opts[:token], do: [{"authorization", "Bearer " <> opts[:token]}], else: [])
 
-    conn_opts = [tls: tls, connect_timeout: opts[:connect_timeout], metadata: metadata]
+    conn_opts = [
+      tls: tls,
+      connect_timeout: opts[:connect_timeout],
+      metadata: metadata,
+      keepalive: opts[:keepalive],
+      keepalive_timeout: opts[:keepalive_timeout]
+    ]
 
     case HFBridge.GRPC.connect(host, port, conn_opts) do
       {:ok, conn} ->

@@ -47,7 +47,9 @@ defmodule HFBridge.GRPC do
     :connection_window,
     :max_header_list_size,
     :max_message_size,
-    :max_frame_size
+    :max_frame_size,
+    :keepalive,
+    :keepalive_timeout
   ]
 
   @doc """
@@ -69,6 +71,12 @@ defmodule HFBridge.GRPC do
     * `:max_frame_size` — largest HTTP/2 frame payload the server may send,
       announced as SETTINGS_MAX_FRAME_SIZE (default 1 MiB; 16 384 to
       16 777 215). Fewer, larger frames cost less per byte received.
+    * `:keepalive` — milliseconds without anything received after which the
+      connection PINGs the server (default 30 000), or `:infinity`.
+    * `:keepalive_timeout` — milliseconds to wait for anything, the PING's
+      acknowledgement included, before the connection is treated as dead and
+      its calls fail with a retryable `:unavailable` error (default 10 000).
+      See "Keepalive" in `HFBridge.GRPC.Connection`.
     * `:name`, `:supervisor` — registration and supervisor of the process.
   """
   @spec connect(String.t(), :inet.port_number(), keyword()) :: {:ok, conn()} | {:error, Error.t()}
@@ -89,6 +97,14 @@ defmodule HFBridge.GRPC do
              "Section 6.5.2), got: #{inspect(Keyword.get(opts, :max_frame_size))}"
          )}
 
+      not valid_keepalive?(opts) ->
+        {:error,
+         invalid_option(
+           "keepalive must be a positive number of milliseconds or :infinity and " <>
+             "keepalive_timeout a positive number of milliseconds, got: " <>
+             inspect(Keyword.take(opts, [:keepalive, :keepalive_timeout]))
+         )}
+
       true ->
         do_connect(host, port, opts)
     end
@@ -102,6 +118,18 @@ defmodule HFBridge.GRPC do
        )}
 
   defp invalid_option(message), do: Error.new(:options, :invalid_argument, message)
+
+  defp valid_keepalive?(opts) do
+    case {Keyword.get(opts, :keepalive), Keyword.get(opts, :keepalive_timeout)} do
+      {interval, timeout}
+      when (interval in [nil, :infinity] or (is_integer(interval) and interval > 0)) and
+             (timeout == nil or (is_integer(timeout) and timeout > 0)) ->
+        true
+
+      _ ->
+        false
+    end
+  end
 
   defp valid_frame_size?(nil), do: true
   defp valid_frame_size?(size), do: is_integer(size) and size in 16_384..16_777_215

@@ -229,6 +229,14 @@ defmodule HFBridge.GRPC.InteropTest do
         assert %{calls: 0, open_streams: 0} = GRPC.Connection.stats(conn)
       end
 
+      test "keepalive PINGs on an idle connection are acknowledged", ctx do
+        # (A grpc-core server with default settings then closes the connection
+        # with GOAWAY too_many_pings after a few of them: the hf_bridge
+        # server allows one per second.)
+        conn = connect!(ctx, unquote(kind), keepalive: 100, keepalive_timeout: 1_000)
+        wait_until(fn -> GRPC.Connection.stats(conn).keepalive_acks >= 2 end, 100)
+      end
+
       test "a slow consumer keeps buffered data within the stream window", ctx do
         window = 1024 * 1024
         conn = connect!(ctx, unquote(kind), stream_window: window)

@@ -54,6 +54,14 @@ defmodule HFBridge.HTTP2.ConnTest do
     assert [{:ping, true, "abcdefgh"}] = frames(out)
   end
 
+  test "ping/2 sends a PING whose acknowledgement comes back as an event" do
+    {conn, _} = ready()
+    assert [{:ping, false, <<7::64>>}] = frames(Conn.ping(conn, <<7::64>>))
+
+    assert {:ok, _conn, [{:ping_ack, <<7::64>>}], _out} =
+             Conn.receive_data(conn, IO.iodata_to_binary(Frame.ping(<<7::64>>, true)))
+  end
+
   test "stream credit is returned only as the consumer takes data" do
     {conn, _} = ready(stream_window: 1000, connection_window: 1_000_000)
     {:ok, conn, sid, _} = Conn.open_stream(conn, [{":path", "/"}], true)

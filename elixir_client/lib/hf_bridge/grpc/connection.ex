@@ -16,6 +16,19 @@ defmodule HFBridge.GRPC.Connection do
   `:pull` mode get one message per `{:demand, ref, pid}` they send; `:push` calls
   get everything as it arrives. Use the `HFBridge.GRPC` API rather than this
   protocol directly.
+
+  ## Keepalive
+
+  A server can stop answering without closing the TCP connection (it hung,
+  or the network between went away). After `:keepalive` milliseconds
+  (default 30 000) in which nothing arrived, the connection sends a PING;
+  when nothing, its acknowledgement included, arrives within
+  `:keepalive_timeout` milliseconds more (default 10 000), the connection is
+  dead: every call on it fails with a retryable `:unavailable` error and the
+  process ends. A busy connection sends no PINGs. `keepalive: :infinity`
+  turns this off. gRPC servers limit how often a client may PING an idle
+  connection (grpc-core allows one per 5 minutes by default; the hf_bridge
+  server one per second), and answer more with GOAWAY `too_many_pings`.
   """
 
   use GenServer, restart: :temporary
@@ -44,8 +57,12 @@ defmodule HFBridge.GRPC.Connection do
     by_sid: %{},
     queue: :queue.new(),
     ready?: false,
-    waiters: []
+    waiters: [],
+    keepalive: %{interval: :infinity, timeout: 10_000, seen: nil, waiting: nil, pings: 0, acks: 0}
   ]
+
+  @keepalive 30_000
+  @keepalive_timeout 10_000
 
   ## ------------------------------------------------------------------- API
 
@@ -102,7 +119,15 @@ defmodule HFBridge.GRPC.Connection do
       scheme: Keyword.get(opts, :scheme, "http"),
       authority: Keyword.fetch!(opts, :authority),
       metadata: Keyword.get(opts, :metadata, []),
-      max_message_size: Keyword.get(opts, :max_message_size, 64 * 1024 * 1024)
+      max_message_size: Keyword.get(opts, :max_message_size, 64 * 1024 * 1024),
+      keepalive: %{
+        interval: Keyword.get(opts, :keepalive, @keepalive),
+        timeout: Keyword.get(opts, :keepalive_timeout, @keepalive_timeout),
+        seen: nil,
+        waiting: nil,
+        pings: 0,
+        acks: 0
+      }
     }
 
     {:ok, state}
@@ -162,7 +187,9 @@ defmodule HFBridge.GRPC.Connection do
       buffered_bytes: Enum.sum(sizes),
       max_buffered_bytes: Enum.max(sizes, fn -> 0 end),
       stream_window: state.h2.stream_window,
-      max_message_size: state.max_message_size
+      max_message_size: state.max_message_size,
+      keepalive_pings: state.keepalive.pings,
+      keepalive_acks: state.keepalive.acks
     }
 
     {:reply, stats, state}
@@ -252,6 +279,40 @@ defmodule HFBridge.GRPC.Connection do
         {:noreply, state}
     end
   end
+
+  def handle_info({:keepalive, _}, %{socket: nil} = state), do: {:noreply, state}
+
+  def handle_info({:keepalive, :tick}, %{keepalive: ka} = state) do
+    case Transport.received_bytes(state.transport, state.socket) do
+      seen when seen == ka.seen and is_integer(seen) ->
+        ping = ka.pings + 1
+        _ = send_bytes(state, Conn.ping(state.h2, <<ping::64>>))
+        Process.send_after(self(), {:keepalive, {:check, ping, seen}}, ka.timeout)
+        {:noreply, %{state | keepalive: %{ka | pings: ping, waiting: ping}}}
+
+      seen ->
+        {:noreply, schedule_keepalive(%{state | keepalive: %{ka | seen: seen}})}
+    end
+  end
+
+  def handle_info({:keepalive, {:check, ping, before}}, %{keepalive: %{waiting: ping}} = state) do
+    ka = state.keepalive
+
+    case Transport.received_bytes(state.transport, state.socket) do
+      ^before ->
+        closed(
+          state,
+          "the server did not answer a keepalive PING within #{ka.timeout} ms (nothing " <>
+            "arrived for #{ka.interval + ka.timeout} ms); the connection is treated as dead"
+        )
+
+      seen ->
+        # Bytes arrived but not yet the acknowledgement: the server is alive.
+        {:noreply, schedule_keepalive(%{state | keepalive: %{ka | seen: seen, waiting: nil}})}
+    end
+  end
+
+  def handle_info({:keepalive, {:check, _ping, _before}}, state), do: {:noreply, state}
 
   def handle_info(_other, state), do: {:noreply, state}
 
@@ -364,7 +425,7 @@ defmodule HFBridge.GRPC.Connection do
   ## -------------------------------------------------------------- events
 
   defp handle_event({:settings, _}, %{ready?: false} = state),
-    do: reply_waiters(%{state | ready?: true}, :ok)
+    do: %{state | ready?: true} |> reply_waiters(:ok) |> start_keepalive()
 
   defp handle_event({:settings, _}, state), do: state
 
@@ -431,6 +492,13 @@ defmodule HFBridge.GRPC.Connection do
   defp handle_event({:stream_error, sid, error}, state) do
     with_call(state, sid, fn call -> fail(state, %{call | sid: nil}, error, nil) end)
   end
+
+  defp handle_event({:ping_ack, <<ping::64>>}, %{keepalive: %{waiting: ping} = ka} = state) do
+    seen = Transport.received_bytes(state.transport, state.socket)
+    schedule_keepalive(%{state | keepalive: %{ka | acks: ka.acks + 1, waiting: nil, seen: seen}})
+  end
+
+  defp handle_event({:ping_ack, _payload}, state), do: state
 
   defp handle_event({:goaway, last, code, debug}, state) do
     message =
@@ -680,6 +748,19 @@ defmodule HFBridge.GRPC.Connection do
     if IO.iodata_length(iodata) == 0,
       do: :ok,
       else: Transport.send(state.transport, state.socket, iodata)
+  end
+
+  defp start_keepalive(%{keepalive: ka} = state) do
+    seen = Transport.received_bytes(state.transport, state.socket)
+    schedule_keepalive(%{state | keepalive: %{ka | seen: seen}})
+  end
+
+  # Arms the next keepalive check (see "Keepalive" in the moduledoc).
+  defp schedule_keepalive(%{keepalive: %{interval: :infinity}} = state), do: state
+
+  defp schedule_keepalive(%{keepalive: ka} = state) do
+    Process.send_after(self(), {:keepalive, :tick}, ka.interval)
+    state
   end
 
   defp closed(state, message) do

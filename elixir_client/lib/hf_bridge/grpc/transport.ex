@@ -119,6 +119,14 @@ defmodule HFBridge.GRPC.Transport do
   def controlling_process(:gen_tcp, socket, pid), do: :gen_tcp.controlling_process(socket, pid)
   def controlling_process(:ssl, socket, pid), do: :ssl.controlling_process(socket, pid)
 
+  @doc "Bytes received on the socket so far (`nil` once it is closed)."
+  @spec received_bytes(kind(), socket()) :: non_neg_integer() | nil
+  def received_bytes(:gen_tcp, socket), do: recv_oct(:inet.getstat(socket, [:recv_oct]))
+  def received_bytes(:ssl, socket), do: recv_oct(:ssl.getstat(socket, [:recv_oct]))
+
+  defp recv_oct({:ok, [recv_oct: n]}), do: n
+  defp recv_oct(_), do: nil
+
   @doc "Closes the socket."
   @spec close(kind(), socket()) :: :ok
   def close(:gen_tcp, socket), do: :gen_tcp.close(socket)

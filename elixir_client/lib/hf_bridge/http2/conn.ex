@@ -33,6 +33,7 @@ defmodule HFBridge.HTTP2.Conn do
     * `{:stream_error, stream_id, HFBridge.Error.t()}` — we reset it
     * `{:goaway, last_stream_id, error_code, debug}`
     * `{:settings, [setting]}` — the peer's settings were applied
+    * `{:ping_ack, payload}` — the peer answered a PING we sent (`ping/2`)
   """
 
   alias HFBridge.Error
@@ -75,6 +76,7 @@ defmodule HFBridge.HTTP2.Conn do
           | {:stream_error, stream_id(), Error.t()}
           | {:goaway, non_neg_integer(), Frame.error_code(), binary()}
           | {:settings, [Frame.setting()]}
+          | {:ping_ack, <<_::64>>}
 
   @doc """
   A new connection state. Options: `:stream_window` (default 4 MiB),
@@ -256,6 +258,13 @@ defmodule HFBridge.HTTP2.Conn do
       do: {%{conn | streams: Map.delete(conn.streams, sid)}, Frame.rst_stream(sid, code)},
       else: {conn, []}
   end
+
+  @doc """
+  A PING frame carrying `payload` (8 bytes); the peer's answer comes back as
+  a `{:ping_ack, payload}` event.
+  """
+  @spec ping(t(), <<_::64>>) :: iodata()
+  def ping(%__MODULE__{}, <<_::64>> = payload), do: Frame.ping(payload, false)
 
   @doc "A GOAWAY frame to end the connection from our side."
   @spec goaway(t(), Frame.error_code(), binary()) :: iodata()
@@ -475,7 +484,7 @@ defmodule HFBridge.HTTP2.Conn do
     do: {:error, :protocol_error, "PUSH_PROMISE received although push is disabled"}
 
   defp handle_frame({:ping, false, payload}, conn), do: {:ok, conn, [], Frame.ping(payload, true)}
-  defp handle_frame({:ping, true, _payload}, conn), do: {:ok, conn, [], []}
+  defp handle_frame({:ping, true, payload}, conn), do: {:ok, conn, [{:ping_ack, payload}], []}
 
   defp handle_frame({:goaway, last, code, debug}, conn),
     do: {:ok, %{conn | goaway: {last, code, debug}}, [{:goaway, last, code, debug}], []}
