@@ -237,6 +237,13 @@ defmodule HFBridge.Client do
     end
   end
 
+  @doc """
+  Whether the client opens a new connection on its next call once the
+  current one has gone: true until `disconnect/1` or the exit of its owner.
+  """
+  @spec reconnects?(t()) :: boolean()
+  def reconnects?(%__MODULE__{keeper: keeper}), do: is_pid(keeper) and Process.alive?(keeper)
+
   @doc "Whether this client started its own local server."
   @spec local?(t()) :: boolean()
   def local?(%__MODULE__{server: server}), do: is_pid(server)

@@ -707,8 +707,12 @@ defmodule HFBridge.Session do
 
   defp recoverable?(error), do: HFBridge.Retry.retryable?(error)
 
+  # A client that reconnects on its own opens the next connection on the
+  # session's next call, shared with every other session and call made with
+  # it; only a client that no longer does (it was disconnected while this
+  # session lives on) gets a connection of this session's own.
   defp ensure_connected(state) do
-    if Client.connected?(state.client) do
+    if Client.connected?(state.client) or Client.reconnects?(state.client) do
       {:ok, state}
     else
       case Client.reconnect(state.client, self()) do

@@ -308,6 +308,42 @@ defmodule HFBridge.Faults.RecoveryTest do
     :ok = Session.close(session)
   end
 
+  test "sessions recovering from a cut share the client's next connection", ctx do
+    {server, address} = start_server!(Map.put(ctx, :owner, self()), 0, free_port())
+    [_, upstream] = String.split(address, ":")
+    {proxy, proxy_port} = Proxy.start(String.to_integer(upstream))
+    {:ok, client} = Client.connect(address: "127.0.0.1:#{proxy_port}", local: false)
+
+    on_exit(fn ->
+      Client.disconnect(client)
+      Process.exit(proxy, :kill)
+      LocalServer.stop(server)
+    end)
+
+    sessions =
+      for _ <- 1..3 do
+        {:ok, session} =
+          HFBridge.open(client, "parquet", data_files: ctx.path, batch_size: @batch, read_ahead: 2)
+
+        session
+      end
+
+    read = fn n ->
+      for session <- sessions, _ <- 1..n do
+        assert {:ok, _batch} = Session.next_batch(session, 60_000)
+      end
+    end
+
+    read.(3)
+    assert Proxy.cut(proxy) == 1
+    # Every session recovers (reading on past what it had buffered)...
+    read.(12)
+    assert Enum.all?(sessions, &(Session.recoveries(&1) >= 1))
+    # ...over one connection: the client's, opened again once.
+    assert Proxy.cut(proxy) == 1
+    Enum.each(sessions, &Session.close/1)
+  end
+
   test "a client outlives its connection: after a cut or a server restart, its next call reconnects",
        ctx do
     ctx = Map.put(ctx, :owner, self())
