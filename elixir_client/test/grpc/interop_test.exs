@@ -264,4 +264,31 @@ defmodule HFBridge.GRPC.InteropTest do
       end
     end
   end
+
+  test "python server: GOAWAY too_many_pings ends the connection and doubles the client's keepalive",
+       %{servers: servers} do
+    info = servers[:python] || flunk("python interop server is not available")
+    # grpc-core's default policy takes more than a couple of PINGs on an idle
+    # connection as abuse.
+    {:ok, client} =
+      HFBridge.Client.connect(
+        address: "127.0.0.1:#{info.port}",
+        local: false,
+        keepalive: 100,
+        keepalive_timeout: 1_000
+      )
+
+    on_exit(fn -> HFBridge.Client.disconnect(client) end)
+    ref = Process.monitor(client.conn)
+
+    log =
+      ExUnit.CaptureLog.capture_log(fn ->
+        assert_receive {:DOWN, ^ref, :process, _, {:shutdown, :too_many_pings}}, 10_000
+        wait_until(fn -> not HFBridge.Client.connected?(client) end)
+      end)
+
+    assert log =~ "too many keepalive PINGs"
+    assert {_host, _port, opts} = :sys.get_state(client.keeper).target
+    assert opts[:keepalive] == 200
+  end
 end

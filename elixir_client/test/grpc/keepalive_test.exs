@@ -44,10 +44,10 @@ defmodule HFBridge.GRPC.KeepaliveTest do
 
   test "a busy connection sends no PINGs", ctx do
     {host, port} = host_port(ctx.address)
-    {:ok, conn} = GRPC.connect(host, port, keepalive: 300)
+    {:ok, conn} = GRPC.connect(host, port, keepalive: 500)
     on_exit(fn -> GRPC.disconnect(conn) end)
 
-    for _ <- 1..40 do
+    for _ <- 1..60 do
       assert {:ok, _} = GRPC.unary(conn, "/grpc.health.v1.Health/Check", "")
       Process.sleep(25)
     end

@@ -13,12 +13,18 @@ defmodule HFBridge.Client.Keeper do
       `stop/1` (`HFBridge.Client.disconnect/1`); after that, `conn/2` returns
       an error and nothing reconnects.
 
+  A server that closed a connection for too many keepalive PINGs (GOAWAY
+  `too_many_pings`) gets half as many on the next: the keeper doubles the
+  `:keepalive` interval it reconnects with, and logs a warning.
+
   It emits `[:hf_bridge, :connection, :up]` each time a connection opens and
   `[:hf_bridge, :connection, :down]` (metadata `:reason`) each time one ends;
   the metadata also holds `:address` and `:tls`.
   """
 
   use GenServer
+
+  require Logger
 
   alias HFBridge.{Error, Telemetry}
 
@@ -99,9 +105,17 @@ defmodule HFBridge.Client.Keeper do
     if Process.alive?(conn) do
       {:reply, if(request == :conn, do: {:ok, conn}, else: conn), state}
     else
-      # Gone, its :DOWN not read yet.
-      Process.demonitor(state.conn_ref, [:flush])
-      handle_call(request, from, down(state, :noproc))
+      # Gone, its :DOWN not read yet (it says why: see calm_down/2).
+      ref = state.conn_ref
+
+      reason =
+        receive do
+          {:DOWN, ^ref, :process, _, reason} -> reason
+        after
+          100 -> Process.demonitor(ref, [:flush]) && :noproc
+        end
+
+      handle_call(request, from, state |> down(reason) |> calm_down(reason))
     end
   end
 
@@ -133,7 +147,7 @@ defmodule HFBridge.Client.Keeper do
   end
 
   def handle_info({:DOWN, ref, :process, _, reason}, %{conn_ref: ref} = state),
-    do: {:noreply, down(state, reason)}
+    do: {:noreply, state |> down(reason) |> calm_down(reason)}
 
   def handle_info(_other, state), do: {:noreply, state}
 
@@ -146,6 +160,23 @@ defmodule HFBridge.Client.Keeper do
 
     %{state | conn: nil, conn_ref: nil}
   end
+
+  defp calm_down(%{target: {host, port, opts}} = state, {:shutdown, :too_many_pings}) do
+    case Keyword.get(opts, :keepalive, HFBridge.GRPC.Connection.default_keepalive()) do
+      interval when is_integer(interval) ->
+        Logger.warning(
+          "hf_bridge: #{host}:#{port} closed the connection for too many keepalive PINGs " <>
+            "(GOAWAY too_many_pings); keepalive is now every #{2 * interval} ms"
+        )
+
+        %{state | target: {host, port, Keyword.put(opts, :keepalive, 2 * interval)}}
+
+      _ ->
+        state
+    end
+  end
+
+  defp calm_down(state, _reason), do: state
 
   defp watch(state, conn) do
     Telemetry.execute([:hf_bridge, :connection, :up], now(), state.meta)

@@ -28,7 +28,11 @@ defmodule HFBridge.GRPC.Connection do
   process ends. A busy connection sends no PINGs. `keepalive: :infinity`
   turns this off. gRPC servers limit how often a client may PING an idle
   connection (grpc-core allows one per 5 minutes by default; the hf_bridge
-  server one per second), and answer more with GOAWAY `too_many_pings`.
+  server one per second), and answer more with GOAWAY `too_many_pings`; the
+  connection then ends with reason `{:shutdown, :too_many_pings}` once its
+  calls are done, and `HFBridge.Client` doubles the keepalive interval of
+  the connections it opens after that (as gRPC's keepalive design, A8,
+  asks of clients).
   """
 
   use GenServer, restart: :temporary
@@ -58,6 +62,7 @@ defmodule HFBridge.GRPC.Connection do
     queue: :queue.new(),
     ready?: false,
     waiters: [],
+    exit_reason: :normal,
     keepalive: %{interval: :infinity, timeout: 10_000, seen: nil, waiting: nil, pings: 0, acks: 0}
   ]
 
@@ -65,6 +70,10 @@ defmodule HFBridge.GRPC.Connection do
   @keepalive_timeout 10_000
 
   ## ------------------------------------------------------------------- API
+
+  @doc "The `:keepalive` interval (milliseconds) a connection uses unless told otherwise."
+  @spec default_keepalive() :: pos_integer()
+  def default_keepalive, do: @keepalive
 
   @doc false
   def start_link(opts), do: GenServer.start_link(__MODULE__, opts, Keyword.take(opts, [:name]))
@@ -500,7 +509,12 @@ defmodule HFBridge.GRPC.Connection do
 
   defp handle_event({:ping_ack, _payload}, state), do: state
 
-  defp handle_event({:goaway, last, code, debug}, state) do
+  defp handle_event({:goaway, _last, :enhance_your_calm, "too_many_pings"} = goaway, state),
+    do: handle_goaway(goaway, %{state | exit_reason: {:shutdown, :too_many_pings}})
+
+  defp handle_event({:goaway, _, _, _} = goaway, state), do: handle_goaway(goaway, state)
+
+  defp handle_goaway({:goaway, last, code, debug}, state) do
     message =
       "the server is going away (HTTP/2 #{code}#{if debug != "", do: ": " <> debug, else: ""})"
 
@@ -767,13 +781,13 @@ defmodule HFBridge.GRPC.Connection do
     if state.socket, do: Transport.close(state.transport, state.socket)
     error = unavailable(message)
     state = %{state | socket: nil} |> reply_waiters({:error, error}) |> fail_all(error)
-    {:stop, :normal, state}
+    {:stop, state.exit_reason, state}
   end
 
   defp stop_if_done(state) do
     if Conn.going_away?(state.h2) and map_size(state.calls) == 0 do
       if state.socket, do: Transport.close(state.transport, state.socket)
-      {:stop, :normal, %{state | socket: nil}}
+      {:stop, state.exit_reason, %{state | socket: nil}}
     else
       {:noreply, state}
     end
