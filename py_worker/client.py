@@ -71,15 +71,32 @@ class BridgeClient:
 
     def __init__(self, target: str, timeout: float | None = 120.0, max_message_bytes: int = 256 * 1024 * 1024,
                  token: str | None = None, root_certificates: bytes | None = None,
-                 server_name: str | None = None) -> None:
-        """Connect to `target`; `token` adds a bearer token, `root_certificates` (PEM) switches to TLS."""
+                 server_name: str | None = None, keepalive_ms: int | None = 30_000,
+                 keepalive_timeout_ms: int = 10_000) -> None:
+        """Connect to `target`; `token` adds a bearer token, `root_certificates` (PEM) switches to TLS.
+
+        After `keepalive_ms` with nothing received the channel PINGs the server, and a server that
+        does not answer within `keepalive_timeout_ms` (it hung, or the network went away without
+        closing the connection) fails the calls under way with UNAVAILABLE instead of leaving them
+        to their deadlines. `keepalive_ms=None` turns this off. The hf_bridge server takes one PING
+        a second on an idle connection.
+        """
         self.target = target
         self.timeout = timeout
-        options = [
+        options: list[tuple[str, Any]] = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.use_local_subchannel_pool", 1),  # one connection per client object
         ]
+        if keepalive_ms is not None:
+            options += [
+                ("grpc.keepalive_time_ms", keepalive_ms),
+                ("grpc.keepalive_timeout_ms", keepalive_timeout_ms),
+                # grpc-core gives up on an unanswered PING after this one (a minute by default).
+                ("grpc.http2.ping_timeout_ms", keepalive_timeout_ms),
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.max_pings_without_data", 0),
+            ]
         if server_name:
             options.append(("grpc.ssl_target_name_override", server_name))
         if root_certificates is not None:
