@@ -21,7 +21,7 @@ class BridgeError(Exception):
             self.code = code
         self.message = message
 
-    def __reduce__(self):  # keeps subclass and code across pickling
+    def __reduce__(self) -> tuple:  # keeps subclass and code across pickling
         return (_rebuild, (self.code.name, self.message))
 
     def __str__(self) -> str:

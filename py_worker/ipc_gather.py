@@ -654,6 +654,7 @@ def _metadata_template(n_nodes: int, n_buffers: int, has_rows: bool, has_body: b
     end = 8 + fbb.size  # positions from the end -> from the start of the encapsulated metadata
 
     def start_of(at: int | None) -> int:
+        """Where a field written at `at` (counted from the buffer's end) sits in the message, or -1 if unwritten."""
         return -1 if at is None else end - at
 
     where = [start_of(batch_fields.get(_BATCH_LENGTH)), start_of(message_fields.get(_MESSAGE_BODY_LENGTH)),

@@ -7,7 +7,7 @@ import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -58,7 +58,7 @@ async def _abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
     await context.abort(err.code, err.message)
 
 
-def _unary(fn: Callable[..., Awaitable[Any]], cls: Any, with_peer: bool = False):
+def _unary(fn: Callable[..., Awaitable[Any]], cls: Any, with_peer: bool = False) -> Callable[..., Awaitable[Any]]:
     async def handler(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
         try:
             request = _parse(cls, raw)
@@ -76,7 +76,7 @@ def _unary(fn: Callable[..., Awaitable[Any]], cls: Any, with_peer: bool = False)
 def build_handlers(front: Front, config: ServerConfig) -> grpc.GenericRpcHandler:
     """The HFBridge method handlers (ReadBatches passes pre-encoded Batch bytes through)."""
 
-    async def read_batches(raw: bytes, context: grpc.aio.ServicerContext):
+    async def read_batches(raw: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
         try:
             request = _parse(pb.ReadRequest, raw)
             async for data in front.read_batches(request):
@@ -86,7 +86,7 @@ def build_handlers(front: Front, config: ServerConfig) -> grpc.GenericRpcHandler
         except Exception as exc:  # noqa: BLE001
             await _abort(context, exc)
 
-    async def export(raw: bytes, context: grpc.aio.ServicerContext):
+    async def export(raw: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         try:
             from py_worker.export.service import export_events
         except ImportError:

@@ -23,7 +23,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, Iterator, Union
 
 from py_worker.errors import BridgeError, FailedPrecondition, InvalidArgument, NotFound, from_exception
 from py_worker import paths
@@ -479,13 +479,13 @@ def _saved_iterable(ds: "datasets.Dataset", spec: DatasetSpec, split: str) -> "d
     return ids
 
 
-def _no_rows():
+def _no_rows() -> Iterator[dict]:
     """A generator of no rows (the source of an empty saved split)."""
     return
     yield  # pragma: no cover
 
 
-def _builder(spec: DatasetSpec, config: "ServerConfig", res: Resolved | None = None):
+def _builder(spec: DatasetSpec, config: "ServerConfig", res: Resolved | None = None) -> Any:
     import datasets
 
     res = res or resolve(spec, config)
@@ -568,7 +568,7 @@ def _open_saved(spec: DatasetSpec, res: Resolved) -> tuple["datasets.IterableDat
     return _pipeline(ds, spec, ds.features), splits
 
 
-def _open(spec: DatasetSpec, config: "ServerConfig", builder: Any = None, res: Resolved | None = None):
+def _open(spec: DatasetSpec, config: "ServerConfig", builder: Any = None, res: Resolved | None = None) -> Any:
     builder = builder if builder is not None else _builder(spec, config, res)
     names = _split_names(builder)
     if names and spec.split_name not in names:

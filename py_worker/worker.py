@@ -43,7 +43,7 @@ import sys
 import threading
 import traceback
 from collections import deque
-from typing import Any
+from typing import Any, Iterator
 
 from py_worker.config import ServerConfig
 from py_worker.errors import from_exception
@@ -149,11 +149,13 @@ class _Session:
 
     # -- control (called from the worker's command loop) --
     def add_credit(self, n: int) -> None:
+        """Allow `n` more batches to be sent (the front's flow control)."""
         with self.cond:
             self.credits += n
         self.worker.wake(self)
 
     def close(self) -> None:
+        """Stop the session thread at its next batch."""
         with self.cond:
             self.closed = True
             self.cond.notify()
@@ -194,7 +196,7 @@ class _Session:
         self.num_shards = ds.num_shards
         return fds, ckpt, features, exact
 
-    def _items(self, fds: Any, ckpt: dict):
+    def _items(self, fds: Any, ckpt: dict) -> Iterator[tuple]:
         """Ready batches (`_Piece`s) with the checkpoint after each; the end marker comes last.
 
         Unshuffled: `{"hf": state before the current HF batch, "skip": rows of it
@@ -235,6 +237,7 @@ class _Session:
         yield ("batch", self.sid, self.seq, 0, json.dumps(state), True), end_message(self.seq)
 
     def start(self, req: int) -> None:
+        """Start the session thread; `req` is the open request its first reply answers."""
         self._req = req
         self.thread.start()
 

@@ -114,7 +114,7 @@ class Destination:
         info = self.guarded("reading", lambda: self.fs.get_file_info(self.path(name)))
         return info.size if info.type == pafs.FileType.File else None
 
-    def open_output(self, name: str):
+    def open_output(self, name: str) -> Any:
         """A writable pyarrow stream for `name` (parent directories created)."""
         self._mkparent(name)
         return self.guarded("writing", lambda: self.fs.open_output_stream(self.path(name)), name)

@@ -21,7 +21,7 @@ import json
 import os
 import sys
 import threading
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Callable
 
 from py_worker.export.progress import Throttle
 
@@ -34,13 +34,14 @@ class _Emitter:
         self._lock = threading.Lock()
 
     def emit(self, event: dict[str, Any]) -> None:
+        """Write one event as a JSON line (thread-safe)."""
         data = (json.dumps(event, separators=(",", ":")) + "\n").encode("utf-8")
         with self._lock:
             self._out.write(data)
             self._out.flush()
 
 
-def run(job: dict[str, Any], emit, stop: threading.Event) -> int:
+def run(job: dict[str, Any], emit: Callable[[dict[str, Any]], None], stop: threading.Event) -> int:
     """Run the export described by `job`, reporting through `emit`; returns the exit code."""
     from py_worker.config import ServerConfig
     from py_worker.errors import BridgeError, from_exception
