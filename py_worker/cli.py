@@ -175,6 +175,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         raise InvalidArgument("--metrics-port must be between 0 and 65535")
     if args.drain_seconds < 0:
         raise InvalidArgument("--drain-seconds must not be negative")
+    if args.client_keepalive < 0:
+        raise InvalidArgument("--client-keepalive must not be negative (0 turns it off)")
     try:
         token = load_token(args.auth_token_file)
     except (OSError, ValueError) as exc:
@@ -182,7 +184,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return run(config, ServeOptions(
         host=args.host, port=args.port, workers=args.workers, auth_token=token, tls_cert=args.tls_cert,
         tls_key=args.tls_key, tls_client_ca=args.tls_client_ca, metrics_port=args.metrics_port,
-        drain_seconds=args.drain_seconds,
+        drain_seconds=args.drain_seconds, client_keepalive_seconds=args.client_keepalive,
     ))
 
 
@@ -213,6 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "printed as 'HF_BRIDGE_METRICS host:port'; default: off)")
     serve.add_argument("--drain-seconds", type=float, default=5.0, metavar="S",
                        help="on SIGTERM, let in-flight calls finish for up to S seconds (default: 5)")
+    serve.add_argument("--client-keepalive", type=float, default=60.0, metavar="S",
+                       help="PING a client connection after S seconds with nothing received and close it, "
+                            "ending its calls, when S more pass without an answer: frees what a client "
+                            "that vanished without closing its connection held (default: 60; 0: off)")
     add_limit_arguments(serve)
     serve.set_defaults(func=_cmd_serve)
 

@@ -10,6 +10,7 @@ format (version 0.0.4) from a daemon thread using only `http.server`.
 
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -195,6 +196,20 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
 
             return grpc.unary_unary_rpc_method_handler(
                 unary, handler.request_deserializer, handler.response_serializer)
+        if handler.unary_stream is not None and not inspect.isasyncgenfunction(handler.unary_stream):
+            # A streaming handler that sends with `context.write()` (the health service's Watch).
+            inner_writer = handler.unary_stream
+
+            async def writer(request: Any, context: grpc.aio.ServicerContext) -> None:
+                try:
+                    await inner_writer(request, context)
+                except BaseException:
+                    m.record_call(method, _status_of(context, grpc.StatusCode.UNKNOWN))
+                    raise
+                m.record_call(method, _status_of(context, grpc.StatusCode.OK))
+
+            return grpc.unary_stream_rpc_method_handler(
+                writer, handler.request_deserializer, handler.response_serializer)
         if handler.unary_stream is not None:
             inner_stream = handler.unary_stream
             batches = method == "ReadBatches"

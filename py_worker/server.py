@@ -131,6 +131,19 @@ class ServeOptions:
     tls_client_ca: str | None = None
     metrics_port: int | None = None
     drain_seconds: float = 5.0
+    client_keepalive_seconds: float = 60.0
+
+
+def _client_keepalive(seconds: float) -> list[tuple[str, int]]:
+    """grpc options that PING quiet client connections every `seconds` and drop those that do not
+    answer within as long again (none when `seconds` is 0). Without them a client that vanished
+    without closing its TCP connection holds its calls until the system's TCP keepalive, hours later."""
+    if seconds <= 0:
+        return []
+    ms = max(1, int(seconds * 1000))
+    return [("grpc.keepalive_time_ms", ms), ("grpc.keepalive_timeout_ms", ms),
+            # grpc-core gives up on an unanswered PING after this one (a minute by default).
+            ("grpc.http2.ping_timeout_ms", ms)]
 
 
 def _credentials(opts: ServeOptions) -> grpc.ServerCredentials:
@@ -196,6 +209,7 @@ async def serve(config: ServerConfig, opts: ServeOptions) -> int:
         ("grpc.http2.write_buffer_size", HTTP2_WRITE_BUFFER),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", MIN_CLIENT_PING_INTERVAL_MS),
+        *_client_keepalive(opts.client_keepalive_seconds),
     ])
     server.add_generic_rpc_handlers((build_handlers(front, config),))
     health_servicer = health.aio.HealthServicer()

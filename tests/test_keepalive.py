@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from concurrent import futures
+from pathlib import Path
 
 import grpc
 import pytest
@@ -91,4 +94,47 @@ def test_a_call_to_a_hung_server_fails_by_keepalive_not_by_its_deadline(tmp_path
     finally:
         os.kill(srv.proc.pid, signal.SIGCONT)
         client.close()
+        srv.stop()
+
+
+_WATCHER = """
+import sys, time, grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+channel = grpc.insecure_channel(sys.argv[1])
+calls = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
+print(next(calls).status, flush=True)  # the call stays open
+time.sleep(600)
+"""
+
+
+def _established_to(port: int) -> int:
+    """Open TCP connections on the server side of `port` (ESTABLISHED in /proc/net/tcp or tcp6: grpc
+    may listen on a dual-stack socket)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            if local_port == port and fields[3] == "01":
+                count += 1
+    return count
+
+
+def test_the_server_drops_a_client_that_stopped_answering(tmp_path, data_root):
+    srv = ServerProcess("--workers", "1", "--data-root", str(data_root), "--export-root", str(tmp_path / "x"),
+                        "--state-dir", str(tmp_path / "state"), "--client-keepalive", "0.5").start()
+    port = int(srv.target.rsplit(":", 1)[1])
+    watcher = subprocess.Popen([sys.executable, "-c", _WATCHER, srv.target], stdout=subprocess.PIPE, text=True)
+    try:
+        assert watcher.stdout is not None and watcher.stdout.readline().strip() != ""
+        time.sleep(1.5)  # PINGs answered meanwhile: the connection stays
+        assert _established_to(port) == 1
+        os.kill(watcher.pid, signal.SIGSTOP)  # its kernel still ACKs TCP; nothing answers PINGs
+        deadline = time.monotonic() + 15
+        while _established_to(port) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _established_to(port) == 0, "the server kept the silent client's connection"
+    finally:
+        watcher.kill()
+        watcher.wait(5)
         srv.stop()

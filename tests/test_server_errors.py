@@ -177,3 +177,14 @@ def test_bad_resume_token(client, healthy, token, code):
 def test_health_service(client):
     assert client.health() == "SERVING"
     assert client.health("hf_bridge.v1.HFBridge") == "SERVING"
+
+
+def test_health_watch_streams_the_status(client):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    call = health_pb2_grpc.HealthStub(client.channel).Watch(health_pb2.HealthCheckRequest(), timeout=10)
+    try:
+        first = next(call)
+        assert health_pb2.HealthCheckResponse.ServingStatus.Name(first.status) == "SERVING"
+    finally:
+        call.cancel()
