@@ -81,10 +81,15 @@ class Session:
     features_json: str = "{}"
 
     def reset(self, next_seq: int) -> None:
-        """Forget everything after the acknowledged point (before a re-open)."""
+        """Forget everything after the acknowledged point (before a re-open).
+
+        The checkpoints of batches already delivered stay in `pending`: the
+        client holds those batches, and its Ack for one of them may arrive
+        after a re-open on another worker, before that worker has sent the
+        batch again. The stream is deterministic, so they remain valid.
+        """
         self.buffer.clear()
         self.outstanding = 0
-        self.pending.clear()
         self.error = None
         self.ended_seq = None
         self.delivered_seq = next_seq - 1
@@ -386,11 +391,11 @@ class Front:
         async with s.lock:
             if seq <= s.acked_seq:
                 return pb.AckResponse(acked_seq=s.acked_seq)
-            if seq > s.delivered_seq:
+            ckpt = s.pending.get(seq)
+            if seq > s.delivered_seq and ckpt is None:
                 raise InvalidArgument(
                     f"cannot ack batch {seq}: the last delivered batch of session '{s.session_id}' is {s.delivered_seq}"
                 )
-            ckpt = s.pending.get(seq)
             if ckpt is None:
                 raise FailedPrecondition(f"the checkpoint of batch {seq} is no longer held; ack more often")
             ok = self.store.commit(s.token, seq, ckpt)

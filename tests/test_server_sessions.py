@@ -230,6 +230,32 @@ def test_killed_workers_are_restarted_and_sessions_continue(small_server):
     assert "worker restart" in log
 
 
+def test_an_ack_for_a_batch_delivered_before_a_worker_died_is_taken_after_the_reopen(small_server):
+    # The client holds batches 0..5 and acks 5 only after the session was
+    # re-opened on a new worker that has sent batch 2 again so far: the
+    # checkpoint after 5 is still the right one to commit.
+    with BridgeClient(small_server.target, timeout=60) as c:
+        h = c.open(PQ, batch_size=20)
+        first = list(c.read(h.session_id, max_batches=6))
+        c.ack(h.session_id, 1)
+        for pid in small_server.worker_pids():
+            os.kill(pid, signal.SIGKILL)
+        again = None
+        for _ in range(100):
+            try:
+                again = list(c.read(h.session_id, max_batches=1))
+                break
+            except Unavailable:
+                time.sleep(0.1)
+        assert again is not None and again[0].seq == 2
+        assert c.ack(h.session_id, 5) == 5
+        c.close_session(h.session_id, keep_checkpoint=True)
+        resumed = c.resume(h.resume_token)
+        assert resumed.next_seq == 6
+        rest = list(c.read(resumed.session_id))
+        assert _ids(first) + _ids(rest) == list(range(500))
+
+
 def test_limits_and_reaping(small_server):
     with BridgeClient(small_server.target) as c:
         hs = [c.open(PQ) for _ in range(4)]
