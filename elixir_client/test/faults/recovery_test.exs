@@ -304,7 +304,9 @@ defmodule HFBridge.Faults.RecoveryTest do
     assert checksums(rows) == ctx.truth
     cuts = for _ <- 1..4, do: receive(do: ({:cut, n} -> n))
     assert Enum.all?(cuts, &(&1 >= 1)), "connections cut: #{inspect(cuts)}"
-    assert Session.recoveries(session) >= 4
+    # A cut under a ReadBatches call makes the session recover; a cut between
+    # two calls needs nothing more than the next call's new connection.
+    assert Session.recoveries(session) in 1..4
     :ok = Session.close(session)
   end
 
