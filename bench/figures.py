@@ -151,16 +151,18 @@ class Run:
         return res
 
     def warm_up(self) -> None:
-        """One tiny session per worker so that figures see warm workers (imports done, caches filled)."""
+        """One short session per worker so that figures see warm workers, as a server that has been
+        serving is: imports done, caches filled, Arrow's memory pool grown to a session's working set
+        (about 16 batches: two row groups of the Parquet set)."""
         from py_worker.client import BridgeClient
         from py_worker.spec import DatasetSpec
 
         assert self.server is not None
-        spec = DatasetSpec(path="parquet", data_files=(("", (self.data.parquet_glob,)),), take=BATCH_ROWS)
+        spec = DatasetSpec(path="parquet", data_files=(("", (self.data.parquet_glob,)),), take=16 * BATCH_ROWS)
         with BridgeClient(self.server.address, timeout=180) as client:
             handles = [client.open(spec, batch_size=BATCH_ROWS) for _ in range(self.opts.workers)]
             for h in handles:
-                for _ in client.read(h.session_id, max_batches=1):
+                for _ in client.read(h.session_id):
                     pass
                 client.close_session(h.session_id)
 
