@@ -10,11 +10,12 @@ format (version 0.0.4) from a daemon thread using only `http.server`.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
 
 import grpc
 
@@ -153,6 +154,17 @@ def _num(v: float) -> str:
     return str(int(v)) if float(v).is_integer() else f"{v:.6f}"
 
 
+@contextlib.contextmanager
+def _recorded(m: Metrics, method: str, context: grpc.aio.ServicerContext) -> Iterator[None]:
+    """Count the call's final status: the one the handler set, else OK, or UNKNOWN when it raised."""
+    try:
+        yield
+    except BaseException:
+        m.record_call(method, _status_of(context, grpc.StatusCode.UNKNOWN))
+        raise
+    m.record_call(method, _status_of(context, grpc.StatusCode.OK) or grpc.StatusCode.OK)
+
+
 def _status_of(context: grpc.aio.ServicerContext, default: grpc.StatusCode) -> grpc.StatusCode:
     try:
         code = context.code()
@@ -186,13 +198,8 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
             inner = handler.unary_unary
 
             async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                try:
-                    reply = await inner(request, context)
-                except BaseException:
-                    m.record_call(method, _status_of(context, grpc.StatusCode.UNKNOWN))
-                    raise
-                m.record_call(method, _status_of(context, grpc.StatusCode.OK) or grpc.StatusCode.OK)
-                return reply
+                with _recorded(m, method, context):
+                    return await inner(request, context)
 
             return grpc.unary_unary_rpc_method_handler(
                 unary, handler.request_deserializer, handler.response_serializer)
@@ -201,12 +208,8 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
             inner_writer = handler.unary_stream
 
             async def writer(request: Any, context: grpc.aio.ServicerContext) -> None:
-                try:
+                with _recorded(m, method, context):
                     await inner_writer(request, context)
-                except BaseException:
-                    m.record_call(method, _status_of(context, grpc.StatusCode.UNKNOWN))
-                    raise
-                m.record_call(method, _status_of(context, grpc.StatusCode.OK))
 
             return grpc.unary_stream_rpc_method_handler(
                 writer, handler.request_deserializer, handler.response_serializer)
@@ -215,7 +218,7 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
             batches = method == "ReadBatches"
 
             async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-                try:
+                with _recorded(m, method, context):
                     t0 = time.perf_counter()
                     async for item in inner_stream(request, context):
                         if batches and isinstance(item, (bytes, bytearray, memoryview)):
@@ -224,10 +227,6 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
                                 m.record_batch(rows, len(item), time.perf_counter() - t0)
                         yield item
                         t0 = time.perf_counter()
-                except BaseException:
-                    m.record_call(method, _status_of(context, grpc.StatusCode.UNKNOWN))
-                    raise
-                m.record_call(method, _status_of(context, grpc.StatusCode.OK))
 
             return grpc.unary_stream_rpc_method_handler(
                 stream, handler.request_deserializer, handler.response_serializer)
