@@ -265,10 +265,9 @@ defmodule HFBridge.Faults.RecoveryTest do
     assert Keyword.has_key?(Agent.get(servers, & &1), :restarted)
   end
 
-  test "cut TCP connections mid-stream: the client reconnects and resumes, nothing lost", ctx do
-    test_pid = self()
-    ctx = Map.put(ctx, :owner, test_pid)
-    {server, address} = start_server!(ctx, 0, free_port())
+  # A server behind a Proxy, and a client connected through it; all stopped on exit.
+  defp proxied_client!(ctx) do
+    {server, address} = start_server!(Map.put(ctx, :owner, self()), 0, free_port())
     [_, upstream] = String.split(address, ":")
     {proxy, proxy_port} = Proxy.start(String.to_integer(upstream))
     {:ok, client} = Client.connect(address: "127.0.0.1:#{proxy_port}", local: false)
@@ -278,6 +277,12 @@ defmodule HFBridge.Faults.RecoveryTest do
       Process.exit(proxy, :kill)
       LocalServer.stop(server)
     end)
+
+    {client, proxy}
+  end
+
+  test "cut TCP connections mid-stream: the client reconnects and resumes, nothing lost", ctx do
+    {client, proxy} = proxied_client!(ctx)
 
     {:ok, session} =
       HFBridge.open(client, "parquet", data_files: ctx.path, batch_size: @batch, read_ahead: 3)
@@ -311,16 +316,7 @@ defmodule HFBridge.Faults.RecoveryTest do
   end
 
   test "sessions recovering from a cut share the client's next connection", ctx do
-    {server, address} = start_server!(Map.put(ctx, :owner, self()), 0, free_port())
-    [_, upstream] = String.split(address, ":")
-    {proxy, proxy_port} = Proxy.start(String.to_integer(upstream))
-    {:ok, client} = Client.connect(address: "127.0.0.1:#{proxy_port}", local: false)
-
-    on_exit(fn ->
-      Client.disconnect(client)
-      Process.exit(proxy, :kill)
-      LocalServer.stop(server)
-    end)
+    {client, proxy} = proxied_client!(ctx)
 
     sessions =
       for _ <- 1..3 do
