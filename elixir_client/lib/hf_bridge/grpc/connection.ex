@@ -63,7 +63,9 @@ defmodule HFBridge.GRPC.Connection do
     ready?: false,
     waiters: [],
     exit_reason: :normal,
-    keepalive: %{interval: :infinity, timeout: 10_000, seen: nil, waiting: nil, pings: 0, acks: 0}
+    # interval, timeout, bytes received when last looked (`seen`), the PING
+    # awaiting its answer (`waiting`), counts sent and answered (see init/1)
+    keepalive: nil
   ]
 
   @keepalive 30_000
