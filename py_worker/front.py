@@ -81,7 +81,7 @@ class Session:
     features_json: str = "{}"
 
     def reset(self, next_seq: int) -> None:
-        """Forget everything after the acknowledged point (before a re-open).
+        """Forget the batches in flight and start over after the acknowledged point (before a re-open).
 
         The checkpoints of batches already delivered stay in `pending`: the
         client holds those batches, and its Ack for one of them may arrive
