@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Iterator
+from typing import Any, Iterator
 
 import pyarrow as pa
 
@@ -113,11 +113,12 @@ class BatchEncoder:
     message, that record batch and the end-of-stream marker, each data byte
     copied once, and the bytes are the same as pyarrow's writer gives for the
     combined table. Otherwise pyarrow's writer encodes the (combined) table.
+    With `gather=True` a single-chunk table is gathered too (for `parts`).
     """
 
-    def __init__(self, seq: int, num_rows: int, table: pa.Table) -> None:
+    def __init__(self, seq: int, num_rows: int, table: pa.Table, gather: bool = False) -> None:
         self.gather: GatherPlan | None = None
-        if table.num_rows and any(col.num_chunks > 1 for col in table.columns):
+        if table.num_rows and (gather or any(col.num_chunks > 1 for col in table.columns)):
             self.gather = gather_plan(table)
         if self.gather is not None:
             self.table = table
@@ -130,6 +131,14 @@ class BatchEncoder:
             self.ipc_size = mock.size()
         self.head = _batch_head(seq, num_rows, self.ipc_size)
         self.size = len(self.head) + self.ipc_size
+
+    def parts(self) -> list[Any] | None:
+        """The message as buffers in order (they add up to `size` bytes), the table's own Arrow
+        buffers among them; None when it is not gathered (pyarrow's writer must encode it)."""
+        if self.gather is None:
+            return None
+        return [self.head, self.schema_ipc, self.gather.metadata, *(src for _, src in self.gather.copies),
+                END_OF_STREAM]
 
     def write_into(self, target: memoryview) -> None:
         """Write the message into `target` (exactly `size` writable bytes)."""

@@ -6,26 +6,36 @@ stream socket pair on POSIX). Commands (front -> worker) stay small pickled
 the same socket, because they carry the batches:
 
     frame   = length prefix | header | payload
-    prefix  = struct "!IQQQ": header length, inline payload length,
-              ring position, ring payload length (network byte order)
+    prefix  = struct "!IQQQQ": header length, inline payload length,
+              ring position, ring payload length, lent payload length
+              (network byte order)
     header  = a pickled tuple
-    payload = raw bytes (a serialised `Batch`), possibly empty: either inline
-              after the header, or in the worker's shared ring
+    payload = raw bytes (a serialised `Batch`), possibly empty: inline after
+              the header, in the worker's shared ring, or lent (below)
 
-Large payloads travel through a `Ring`: a shared-memory buffer the worker
-creates (a memfd) and the front maps once it has the worker's "ready"
-message, which carries the memfd's descriptor (`send_frame_with_fds`). The worker copies the payload into the ring and sends only the
-prefix and header; the front copies it out into the `bytes` object gRPC sends
-and publishes how far it has read. Frames arrive in order, so the ring is
-consumed in order: one producer, one consumer, no locks. A payload that does
-not fit (ring full, or larger than the ring) goes inline instead, so a slow
-front never blocks the worker on the ring.
+A batch travels one of three ways, cheapest first:
 
-Inline, the sender hands the payload to the kernel straight from its Arrow
-buffer (`sendmsg` gathers prefix, header and payload; no join in Python), and
-the receiver reads it with one `recv(n, MSG_WAITALL)` into a `bytes` object of
-exactly that size. Either way a batch is copied once between the worker's
-encoder and gRPC.
+* **Lent**: the worker sends only a table of spans of its own memory (the
+  Arrow buffers of the batch, see `peer_memory.spans_table`) as the inline
+  payload, and the front reads them with `peer_memory.read` straight into the
+  `bytes` object gRPC sends. The worker copies nothing; it keeps the spans
+  alive until the front has counted the frame read in the ring's second
+  counter (`Ring.loans_read`). Lending needs the ring (for that counter) and
+  a front that can read the worker's memory (`peer_memory.probe`, tried
+  once when the worker starts).
+* **Ring**: a shared-memory buffer the worker creates (a memfd) and the front
+  maps once it has the worker's "ready" message, which carries the memfd's
+  descriptor (`send_frame_with_fds`). The worker copies the payload into the
+  ring and sends only the prefix and header; the front copies it out into
+  the `bytes` object gRPC sends and publishes how far it has read. Frames
+  arrive in order, so the ring is consumed in order: one producer, one
+  consumer, no locks. A payload that does not fit (ring full, or larger than
+  the ring) goes inline instead, so a slow front never blocks the worker on
+  the ring.
+* **Inline**: the sender hands the payload to the kernel straight from its
+  Arrow buffer (`sendmsg` gathers prefix, header and payload; no join in
+  Python), and the receiver reads it with one `recv(n, MSG_WAITALL)` into a
+  `bytes` object of exactly that size.
 """
 
 from __future__ import annotations
@@ -37,7 +47,9 @@ import socket
 import struct
 from typing import Any
 
-PREFIX = struct.Struct("!IQQQ")
+from py_worker import peer_memory
+
+PREFIX = struct.Struct("!IQQQQ")
 # Payloads from this size up go through the ring when one is attached.
 RING_MIN_BYTES = 64 * 1024
 # Unix socket buffer requested on both ends (the kernel caps it at net.core.wmem_max/rmem_max).
@@ -68,9 +80,12 @@ class Ring:
     consumer's position, which the producer reads to know what is free. A
     payload never wraps: when the tail of the area is too short, the producer
     skips to the start, and the consumer's next release covers the skip.
+    The next 8 bytes count the lent frames the consumer has read (see the
+    module's doc), so the producer knows which lent spans it may let go.
     """
 
-    HEAD = 64  # the consumer's position (8 bytes), padded to a cache line
+    HEAD = 64  # the consumer's position and lent-frame count (8 bytes each), padded to a cache line
+    _LOANS = 8  # offset of the lent-frame count
 
     def __init__(self, mm: mmap.mmap, size: int, fd: int | None = None) -> None:
         self.mm = mm
@@ -79,6 +94,7 @@ class Ring:
         self.view = memoryview(mm)
         self.head = 0  # producer: next free absolute position
         self.tail = 0  # consumer: everything before it was read
+        self.loans_read = 0  # consumer: lent frames read so far
 
     @classmethod
     def create(cls, size: int) -> "Ring":
@@ -148,7 +164,16 @@ class Ring:
         self.commit(pos, body.nbytes)
         return pos
 
+    def loans_returned(self) -> int:
+        """Producer: how many lent frames the consumer has read (their spans may be let go)."""
+        return struct.unpack_from("<Q", self.mm, self._LOANS)[0]
+
     # -- consumer --
+    def loan_read(self) -> None:
+        """Consumer: count one more lent frame read, for the producer to see."""
+        self.loans_read += 1
+        struct.pack_into("<Q", self.mm, self._LOANS, self.loans_read)
+
     def take(self, pos: int, n: int) -> bytes:
         """The `n` bytes at absolute position `pos`, copied out; releases them and everything before."""
         off = pos % self.size
@@ -163,7 +188,14 @@ class Ring:
 def send_ring_frame(sock: socket.socket, header: tuple, pos: int, n: int) -> None:
     """Send a frame whose payload was written into the ring at `pos` (`n` bytes, committed)."""
     head = pickle.dumps(header, protocol=pickle.HIGHEST_PROTOCOL)
-    sock.sendall(PREFIX.pack(len(head), 0, pos, n) + head)
+    sock.sendall(PREFIX.pack(len(head), 0, pos, n, 0) + head)
+
+
+def send_lent_frame(sock: socket.socket, header: tuple, spans: bytes, n: int) -> None:
+    """Send a frame whose `n`-byte payload the front reads from our memory: `spans` is its span table
+    (`peer_memory.spans_table`). The spans must stay valid until the ring counts the frame read."""
+    head = pickle.dumps(header, protocol=pickle.HIGHEST_PROTOCOL)
+    sock.sendall(PREFIX.pack(len(head), len(spans), 0, 0, n) + head + spans)
 
 
 def send_frame(sock: socket.socket, header: tuple, payload: Any = None, ring: Ring | None = None) -> None:
@@ -173,15 +205,15 @@ def send_frame(sock: socket.socket, header: tuple, payload: Any = None, ring: Ri
     """
     head = pickle.dumps(header, protocol=pickle.HIGHEST_PROTOCOL)
     if payload is None:
-        sock.sendall(PREFIX.pack(len(head), 0, 0, 0) + head)
+        sock.sendall(PREFIX.pack(len(head), 0, 0, 0, 0) + head)
         return
     body = memoryview(payload).cast("B")
     if ring is not None and body.nbytes >= RING_MIN_BYTES:
         pos = ring.put(body)
         if pos is not None:
-            sock.sendall(PREFIX.pack(len(head), 0, pos, body.nbytes) + head)
+            sock.sendall(PREFIX.pack(len(head), 0, pos, body.nbytes, 0) + head)
             return
-    parts = [PREFIX.pack(len(head), body.nbytes, 0, 0) + head, body]
+    parts = [PREFIX.pack(len(head), body.nbytes, 0, 0, 0) + head, body]
     while parts:
         sent = sock.sendmsg(parts)
         while parts and sent >= len(parts[0]):
@@ -211,7 +243,7 @@ def send_frame_with_fds(sock: socket.socket, header: tuple, fds: list[int]) -> N
     """Send a frame without payload, with open descriptors attached to it (SCM_RIGHTS: the receiver
     gets its own descriptors for the same open files; ours stay open). Not thread-safe."""
     head = pickle.dumps(header, protocol=pickle.HIGHEST_PROTOCOL)
-    data = PREFIX.pack(len(head), 0, 0, 0) + head
+    data = PREFIX.pack(len(head), 0, 0, 0, 0) + head
     sent = socket.send_fds(sock, [data], fds)
     if sent < len(data):
         sock.sendall(data[sent:])
@@ -234,18 +266,42 @@ def recv_frame_with_fds(sock: socket.socket, ring: Ring | None = None,
     return header, payload, fds
 
 
-def recv_frame(sock: socket.socket, ring: Ring | None = None) -> tuple[tuple, bytes | None]:
+#: How a payload reached the front (the keys of a `recv_frame` tally).
+PATHS = ("lent", "ring", "inline")
+
+
+def recv_frame(sock: socket.socket, ring: Ring | None = None, lender: int = 0,
+               tally: dict[str, int] | None = None) -> tuple[tuple, bytes | None]:
     """The next `(header, payload)`; payload is None when empty. EOFError/OSError when the socket is gone,
-    RingError when the frame refers to a ring that is not attached or to bytes outside it."""
-    return _frame_after_prefix(sock, _recv_exact(sock, PREFIX.size), ring)
+    RingError when the frame refers to a ring that is not attached or to bytes outside it.
+
+    `lender` is the pid of the process that may lend payloads (0: none may);
+    a lent payload that cannot be read raises `peer_memory.PeerMemoryError`.
+    With a `tally`, the payload's length is added to it under its path (`PATHS`).
+    """
+    return _frame_after_prefix(sock, _recv_exact(sock, PREFIX.size), ring, lender, tally)
 
 
-def _frame_after_prefix(sock: socket.socket, prefix: bytes, ring: Ring | None) -> tuple[tuple, bytes | None]:
+def _frame_after_prefix(sock: socket.socket, prefix: bytes, ring: Ring | None, lender: int = 0,
+                        tally: dict[str, int] | None = None) -> tuple[tuple, bytes | None]:
     """The rest of a frame whose `prefix` was read."""
-    head_len, body_len, ring_pos, ring_len = PREFIX.unpack(prefix)
+    head_len, body_len, ring_pos, ring_len, lent_len = PREFIX.unpack(prefix)
     header = pickle.loads(_recv_exact(sock, head_len))
-    if ring_len:
+    if lent_len:
+        if ring is None or not lender:
+            raise RingError("a frame lends a payload, but lending was not agreed")
+        spans = _recv_exact(sock, body_len) if body_len else b""
+        payload = peer_memory.read(lender, spans, lent_len)
+        ring.loan_read()
+        path = "lent"
+    elif ring_len:
         if ring is None:
             raise RingError("a frame refers to a shared ring that is not attached")
-        return header, ring.take(ring_pos, ring_len)
-    return header, (_recv_exact(sock, body_len) if body_len else None)
+        payload = ring.take(ring_pos, ring_len)
+        path = "ring"
+    else:
+        payload = _recv_exact(sock, body_len) if body_len else None
+        path = "inline"
+    if tally is not None and payload is not None:
+        tally[path] += len(payload)
+    return header, payload

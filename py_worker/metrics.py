@@ -128,6 +128,14 @@ class Metrics:
                [("", sum(1 for w in workers if w.alive))])
         metric("hf_bridge_worker_sessions", "gauge", "Sessions placed on each worker (pid: its process).",
                [(f'{{worker="{w.name}",pid="{w.pid}"}}', len(w.sessions)) for w in workers])
+        paths: dict[str, int] = {}
+        for w in workers:
+            for path, n in w.payload_bytes.items():
+                paths[path] = paths.get(path, 0) + n
+        metric("hf_bridge_worker_payload_bytes_total", "counter",
+               "Batch bytes received from the workers, by path: lent (read from the worker's memory), "
+               "ring (shared memory) or inline (the socket).",
+               [(f'{{path="{p}"}}', v) for p, v in sorted(paths.items())])
         metric("hf_bridge_rpcs_total", "counter", "Finished RPCs by method and status code.",
                [(f'{{method="{m}",code="{c}"}}', v) for (m, c), v in sorted(calls.items())])
         errors: dict[str, int] = {}

@@ -6,8 +6,10 @@ and a reader thread per worker receives the worker's frames (`py_worker.frames`:
 headers plus raw batch bytes, read without copies in Python) and turns them
 into calls on the asyncio loop. A worker that offers a shared ring in its
 "ready" message (`("ready", pid, ring_size)`, the ring's memfd attached to
-it) gets it mapped by the reader thread and is then told `("ring_ok",)`;
-from then on large payloads arrive through the ring. A worker that dies is restarted under the same name; the
+it) gets it mapped by the reader thread and is then told `("ring_ok", lend)`;
+from then on large payloads arrive through the ring, or are lent: when the
+probe the "ready" message carries reads back from the worker's memory, the
+reader copies batches straight out of it (`py_worker.peer_memory`). A worker that dies is restarted under the same name; the
 `on_death` callback lets the front fail in-flight calls and re-home sessions.
 """
 
@@ -23,9 +25,10 @@ import threading
 import time
 from typing import Any, Callable
 
+from py_worker import peer_memory
 from py_worker.config import ServerConfig
 from py_worker.errors import Unavailable, error_for
-from py_worker.frames import Ring, recv_frame, recv_frame_with_fds, socket_of
+from py_worker.frames import PATHS, Ring, recv_frame, recv_frame_with_fds, socket_of
 
 
 def _close_all(fds: list[int]) -> None:
@@ -57,6 +60,8 @@ class WorkerHandle:
         self.pid = 0
         self.proc: Any = None
         self.conn: Any = None
+        # Payload bytes received from this worker (all its processes) by path (see `py_worker.frames`).
+        self.payload_bytes: dict[str, int] = dict.fromkeys(PATHS, 0)
 
     @property
     def load(self) -> int:
@@ -88,19 +93,22 @@ class WorkerHandle:
         loop = self.pool.loop
         sock = None
         ring: Ring | None = None
+        lender = 0  # the worker's pid once it may lend batches (see `py_worker.frames`)
         try:
             sock = socket_of(conn)
             ready = False
             while True:
                 if ready:
-                    header, payload = recv_frame(sock, ring)
+                    header, payload = recv_frame(sock, ring, lender, self.payload_bytes)
                 else:  # the "ready" frame carries the ring's descriptor
                     header, payload, fds = recv_frame_with_fds(sock, ring)
                     if header[0] == "ready":
                         ready = True
                         size = header[2] if len(header) > 2 and isinstance(header[2], int) else 0
                         ring = self._attach_ring(fds, size)
-                        header = ("ready", header[1], ring is not None)
+                        if ring is not None and self._may_lend(proc.pid, header):
+                            lender = proc.pid
+                        header = ("ready", header[1], ring is not None, bool(lender))
                     else:
                         _close_all(fds)
                 try:
@@ -127,6 +135,15 @@ class WorkerHandle:
                 loop.call_soon_threadsafe(self.pool._died, self, gen)
             except RuntimeError:
                 pass  # the event loop is closed: the server is gone
+
+    def _may_lend(self, pid: int, ready: tuple) -> bool:
+        """Whether the worker offered lending in its "ready" header (`ready`) and its probe reads back."""
+        if len(ready) < 6 or not isinstance(ready[3], int) or not isinstance(ready[4], bytes):
+            return False
+        if peer_memory.probe(pid, ready[3], ready[4]):
+            return True
+        log(f"worker {self.name}: its memory cannot be read here; batches go through the shared ring")
+        return False
 
     def _attach_ring(self, fds: list[int], size: int) -> Ring | None:
         """Map the worker's ring from the descriptor it sent; None (payloads stay on the socket) when
@@ -198,7 +215,7 @@ class Pool:
             worker.pid = header[1]
             if len(header) > 2 and header[2]:
                 try:
-                    worker.send(("ring_ok",))
+                    worker.send(("ring_ok", len(header) > 3 and header[3]))
                 except Unavailable:
                     pass
             worker.ready.set()

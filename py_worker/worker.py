@@ -5,7 +5,8 @@ Front -> worker commands (pickled tuples):
   ("info", req, spec_dict)
   ("credit", sid, n)      allow the session to push n more batches
   ("close", sid)
-  ("ring_ok",)            the front mapped the worker's ring: large payloads may use it
+  ("ring_ok", lend)       the front mapped the worker's ring: large payloads may use it; with
+                          `lend` true it can also read this process's memory, so batches are lent
   ("shutdown",)
 Worker -> front messages (`py_worker.frames`: a pickled header, then an
 optional raw payload, on the same socket; each header ends with a
@@ -13,9 +14,11 @@ optional raw payload, on the same socket; each header ends with a
   ("reply", req, ok, value)            value: result dict, or (code_name, message)
   ("batch", sid, seq, num_rows, checkpoint_json, end)   + payload (a serialised Batch)
   ("error", sid, code_name, message)   the session's iteration failed
-  ("ready", pid, ring_size)            sent once, after the heavy imports, with the ring's memfd
+  ("ready", pid, ring_size[, probe_address, probe])
+                                       sent once, after the heavy imports, with the ring's memfd
                                        attached (SCM_RIGHTS); ring_size 0 without a shared ring
-                                       (see `py_worker.frames.Ring`)
+                                       (see `py_worker.frames.Ring`); the probe (random bytes at
+                                       that address) lets the front try reading our memory
 
 Each session has one producer thread that opens the dataset, iterates
 `with_format("arrow").iter(batch_size)`, cuts tables by the byte cap
@@ -27,7 +30,9 @@ credit the front granted, in the order the credits and batches arrived, so
 encoded as a complete Batch message (one buffer, see
 `arrow_ipc.encode_batch`) by whichever thread gets to it first: the
 producer when it has nothing else to do (its queue is full), else the
-sender just before sending. A checkpoint is `{"hf": state_dict, "skip":
+sender just before sending. When the front can read this process's memory
+the sender encodes nothing: it lends the piece (`_Piece.lend`, see
+`py_worker.frames`), and the front copies the Arrow buffers themselves. A checkpoint is `{"hf": state_dict, "skip":
 rows}`: the HF iterator state plus rows already delivered after it, so a
 wire batch cut from the middle of a HF batch still resumes exactly (see
 `_Session._items`).
@@ -47,7 +52,7 @@ from typing import Any, Iterator
 
 from py_worker.config import ServerConfig
 from py_worker.errors import from_exception
-from py_worker.frames import Ring, send_frame, send_frame_with_fds, send_ring_frame, socket_of
+from py_worker.frames import Ring, send_frame, send_frame_with_fds, send_lent_frame, send_ring_frame, socket_of
 from py_worker.memory import release_free_memory
 
 
@@ -92,6 +97,34 @@ class _Piece:
                 raise
             self.table = None
             return self.buf, True
+
+    def lend(self) -> tuple[bytes, int, Any] | None:
+        """The piece as spans of this process's memory: `(span table, message length, keep)`.
+
+        The spans (`peer_memory.spans_table`) cover the whole serialised Batch,
+        the Arrow buffers of the table included, and stay valid while `keep`
+        is held. None when the piece was encoded already or cannot be gathered
+        (`ipc_gather.plan`); it is then sent another way.
+        """
+        from py_worker.arrow_ipc import BatchEncoder
+        from py_worker.peer_memory import spans_table
+
+        with self.lock:
+            if self.buf is not None or self.error is not None:
+                return None
+            try:
+                encoder = BatchEncoder(self.seq, self.num_rows, self.table, gather=True)
+                parts = encoder.parts()
+                if parts is None:
+                    return None
+                spans, total = spans_table(parts)
+            except Exception as exc:
+                self.error = exc
+                raise
+            if total != encoder.size:
+                raise RuntimeError(f"lent spans cover {total} bytes, the Batch message is {encoder.size}")
+            self.table = None
+            return spans, total, parts
 
     def encode_into(self, ring: Ring) -> tuple[int, int] | None:
         """Encode straight into a reserved slot of `ring` (committed): `(position, length)`.
@@ -364,6 +397,10 @@ class Worker:
         self.sessions: dict[str, _Session] = {}
         self.ring = _make_ring(name, config.limits.worker_ring_bytes)
         self.ring_enabled = False  # set once the front says it mapped the ring
+        self.lending = False  # set once the front says it can read our memory
+        self._probe = os.urandom(32)  # what the front reads back to find out
+        self._loans: deque = deque()  # (lent frame number, what keeps its spans valid), oldest first
+        self._lent = 0  # lent frames sent
         self._send_lock = threading.Lock()
         self._lock = threading.Lock()
         self._held_lock = threading.Lock()
@@ -415,11 +452,23 @@ class Worker:
         self.send(header, payload)
 
     def _send_piece_via_ring(self, header: tuple, piece: _Piece) -> bool:
-        """Encode `piece` into the shared ring and send its frame; False when that is not possible
-        (no ring, piece encoded ahead already, or no room: the caller sends it the usual way)."""
+        """Lend `piece`, or encode it into the shared ring, and send its frame; False when neither is
+        possible (no ring, piece encoded ahead already, or no room: the caller sends it the usual way)."""
         if not self.ring_enabled or self.ring is None:
             return False
         with self._send_lock:
+            if self.lending:
+                self._return_loans()
+                lent = piece.lend()
+                if lent is not None:
+                    spans, total, keep = lent
+                    self._lent += 1
+                    self._loans.append((self._lent, keep))
+                    try:
+                        send_lent_frame(self.sock, header + (True,), spans, total)
+                    except (OSError, ValueError):
+                        pass  # the front is gone, as in `send`
+                    return True
             placed = piece.encode_into(self.ring)
             if placed is None:
                 return False
@@ -428,6 +477,14 @@ class Worker:
             except (OSError, ValueError):
                 pass  # the front is gone, as in `send`
             return True
+
+    def _return_loans(self) -> None:
+        """Let go of the spans of every lent frame the front has read (under the send lock)."""
+        loans = self._loans
+        if loans:
+            returned = self.ring.loans_returned()
+            while loans and loans[0][0] <= returned:
+                loans.popleft()
 
     def stop_sender(self) -> None:
         """Stop the sender thread (batches not yet sent are dropped)."""
@@ -499,13 +556,21 @@ class Worker:
                 s.close()
         elif op == "ring_ok":
             self.ring_enabled = self.ring is not None
+            self.lending = self.ring_enabled and len(cmd) > 1 and bool(cmd[1])
         elif op == "shutdown":
             return False
         return True
 
     def ready_message(self) -> tuple:
-        """The first message to the front: the pid and the size of the shared ring on offer (0: none)."""
-        return ("ready", os.getpid(), 0 if self.ring is None else self.ring.size)
+        """The first message to the front: the pid, the size of the shared ring on offer (0: none) and,
+        with a ring and unless `HF_BRIDGE_LEND=0`, the probe for lending (its address and bytes)."""
+        if self.ring is None:
+            return ("ready", os.getpid(), 0)
+        if os.environ.get("HF_BRIDGE_LEND", "1") == "0":
+            return ("ready", os.getpid(), self.ring.size)
+        import pyarrow as pa
+
+        return ("ready", os.getpid(), self.ring.size, pa.py_buffer(self._probe).address, self._probe)
 
     def send_ready(self) -> None:
         """Send `ready_message()`, with the ring's memfd attached when there is a ring."""
