@@ -481,7 +481,7 @@ class Worker:
     def _return_loans(self) -> None:
         """Let go of the spans of every lent frame the front has read (under the send lock)."""
         loans = self._loans
-        if loans:
+        if loans and self.ring is not None:
             returned = self.ring.loans_returned()
             while loans and loans[0][0] <= returned:
                 loans.popleft()
@@ -501,6 +501,7 @@ class Worker:
         """Send one message (and its payload: bytes or a pyarrow Buffer) to the front; drops it when the pipe is gone."""
         try:
             with self._send_lock:
+                self._return_loans()
                 send_frame(self.sock, header + ((payload is not None),), payload,
                            self.ring if self.ring_enabled else None)
         except (OSError, ValueError):
@@ -518,6 +519,8 @@ class Worker:
                 self.sessions.pop(sid, None)
             idle = not self.sessions
         if idle:
+            with self._send_lock:
+                self._return_loans()  # those the front has read: their batches' memory goes back too
             release_free_memory()
 
     def _info(self, req: int, spec_dict: dict) -> None:
