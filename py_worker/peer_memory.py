@@ -31,6 +31,7 @@ import sys
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 __all__ = ["PeerMemoryError", "SPAN", "probe", "read", "spans_table", "supported"]
 
@@ -91,8 +92,6 @@ def spans_table(parts: list[Any]) -> tuple[bytes, int]:
     """
     out = bytearray()
     total = 0
-    import pyarrow as pa
-
     for part in parts:
         buf = part if isinstance(part, pa.Buffer) else pa.py_buffer(part)
         n = buf.size

@@ -8,11 +8,14 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 
 import queue
+import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -26,6 +29,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import datafactory  # noqa: E402
 
 PYTHON = os.environ.get("HF_BRIDGE_PYTHON", sys.executable)
+
+
+def free_port() -> int:
+    """A currently free loopback TCP port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def scrape(port: int) -> str:
+    """The Prometheus text of a server's metrics endpoint."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        assert r.headers["Content-Type"].startswith("text/plain")
+        return r.read().decode()
+
+
+def value(text: str, name: str, labels: str = "") -> float:
+    """One sample's value in Prometheus text (0 when absent)."""
+    m = re.search(rf"^{re.escape(name + labels)} ([0-9.e+-]+)$", text, re.M)
+    return float(m.group(1)) if m else 0.0
 
 
 class ServerProcess:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,8 @@ from typing import Any, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from conftest import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -117,13 +118,6 @@ def run_cli(args: Sequence[str], env: dict[str, str] | None = None, timeout: flo
     return subprocess.run(
         export_cmd(args), env=env or cli_env(), capture_output=True, text=True, timeout=timeout, cwd=str(REPO)
     )
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class MotoS3:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -19,31 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PYTHON, ROOT, ServerProcess
+from conftest import PYTHON, ROOT, ServerProcess, free_port, scrape, value
 from py_worker.client import BridgeClient
 from py_worker.spec import DatasetSpec
 
 PQ = DatasetSpec("parquet", data_files=(("", ("simple_pq/*.parquet",)),))
-
-
-def free_port() -> int:
-    """A currently free loopback TCP port."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def scrape(port: int) -> str:
-    """The Prometheus text of a server's metrics endpoint."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
-        assert r.headers["Content-Type"].startswith("text/plain")
-        return r.read().decode()
-
-
-def value(text: str, name: str, labels: str = "") -> float:
-    """One sample's value (0 when absent)."""
-    m = re.search(rf"^{re.escape(name + labels)} ([0-9.e+-]+)$", text, re.M)
-    return float(m.group(1)) if m else 0.0
 
 
 def rss_kib(pid: int) -> int:

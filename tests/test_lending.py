@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import ServerProcess
+from conftest import ServerProcess, free_port, scrape, value
 from py_worker import peer_memory
 from py_worker.arrow_ipc import BatchEncoder, encode_batch, ipc_to_table
 from py_worker.client import BridgeClient
@@ -28,7 +28,6 @@ from py_worker.limits import Limits
 from py_worker.spec import DatasetSpec
 from py_worker.wire import pb
 from py_worker.worker import Worker, _Piece
-from test_faults_leak import free_port, scrape, value
 
 pytestmark = pytest.mark.skipif(not peer_memory.supported(), reason="process_vm_readv is Linux-only")
 
