@@ -13,9 +13,12 @@ from bench.procs import MAIN_DIR, BenchError, base_env, run_tagged
 ELIXIR_DIR = MAIN_DIR / "elixir_client"
 SCRIPTS = Path(__file__).resolve().parent / "elixir"
 # Elixir scripts run with the VM's default flags, as users' VMs do; `HF_BRIDGE_BENCH_ERL_FLAGS`
-# sets others. Figure 9d measures the allocator flag HFBridge.Runtime describes.
+# sets others. Figure 9d measures the allocator flag HFBridge.Runtime describes, 9e schedulers
+# that sleep as soon as they run out of work instead of spinning first (the VM's busy wait takes
+# CPU from the Python processes when they share the cores with it).
 DEFAULT_ERL_FLAGS = ""
 SBCT_ERL_FLAGS = "+MBsbct 8192"
+NO_BUSY_WAIT_ERL_FLAGS = "+sbwt none +sbwtdcpu none +sbwtdio none"
 
 
 class Elixir:

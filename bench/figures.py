@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from bench.data import BATCH_ROWS, BenchData
-from bench.elixir_runner import SBCT_ERL_FLAGS, Elixir
+from bench.elixir_runner import NO_BUSY_WAIT_ERL_FLAGS, SBCT_ERL_FLAGS, Elixir
 from bench.procs import (BenchError, RssSampler, Server, children, cmdline, cpu_seconds, cpu_tree, peer,
                          peer_server)
 from bench.report import Row
@@ -347,7 +347,8 @@ def fig_tuning(run: Run) -> list[Row]:
     for key, label, flags, erl in (("9a", "read_ahead 32", ["--read-ahead", "32"], None),
                                    ("9b", "no Ack", ["--no-ack"], None),
                                    ("9c", "read_ahead 32, no Ack", ["--read-ahead", "32", "--no-ack"], None),
-                                   ("9d", f"VM flag {SBCT_ERL_FLAGS}", [], SBCT_ERL_FLAGS)):
+                                   ("9d", f"VM flag {SBCT_ERL_FLAGS}", [], SBCT_ERL_FLAGS),
+                                   ("9e", f"VM flags {NO_BUSY_WAIT_ERL_FLAGS}", [], NO_BUSY_WAIT_ERL_FLAGS)):
         row = Row(key, f"In-memory MB/s into Elixir, {label}", "MB/s", baseline_name="fig 2 defaults",
                   target="info", baseline=value)
         run.log(f"  ours: in-memory with {label}")
@@ -355,7 +356,7 @@ def fig_tuning(run: Run) -> list[Row]:
         row.ours = res["bytes"] / res["seconds"] / MB
         row.judge_ratio(0.0)
         row.status = "info"
-        row.details = {"ours": res, "note": "9a-9d: HFBridge.stream/2 options and VM flags (fig 2 runs with "
+        row.details = {"ours": res, "note": "9a-9e: HFBridge.stream/2 options and VM flags (fig 2 runs with "
                                           f"read_ahead 16, ack_interval 100 ms, VM flags '{run.elixir.erl_flags or 'defaults'}')"}
         rows.append(row)
     return rows
@@ -556,7 +557,8 @@ FIGURES: dict[str, tuple[tuple[str, ...], Callable[[Run], list[Row]], list[tuple
                                     ("8c", "Elixir Arrow reader")]),
     "tuning": (("9",), fig_tuning, [("9a", "In-memory MB/s, read_ahead 32"), ("9b", "In-memory MB/s, no Ack"),
                                     ("9c", "In-memory MB/s, read_ahead 32, no Ack"),
-                                    ("9d", f"In-memory MB/s, VM flag {SBCT_ERL_FLAGS}")]),
+                                    ("9d", f"In-memory MB/s, VM flag {SBCT_ERL_FLAGS}"),
+                                    ("9e", f"In-memory MB/s, VM flags {NO_BUSY_WAIT_ERL_FLAGS}")]),
 }
 
 
