@@ -97,8 +97,7 @@ defmodule HFBridge.Session do
   # How long closing lets an Ack already in flight finish.
   @close_ack_timeout 2_000
 
-  require Logger
-  alias HFBridge.{Batch, BatchCall, Client, Error, Options, Spec, Telemetry}
+  alias HFBridge.{Batch, BatchCall, Client, Error, Options, Recovery, Spec, Telemetry}
 
   @typedoc "A session process."
   @type t :: pid()
@@ -573,7 +572,7 @@ defmodule HFBridge.Session do
         timeout: 10_000
       )
 
-    if state.own_conn, do: Client.disconnect(%{state.client | server: nil})
+    Recovery.release_own_conn(state)
 
     Telemetry.execute(
       [:hf_bridge, :session, :close],
@@ -665,77 +664,23 @@ defmodule HFBridge.Session do
     end
   end
 
-  # -- recovery ------------------------------------------------------------------
+  # -- recovery (see HFBridge.Recovery) -------------------------------------------
 
   defp recover(state, error, timeout) do
-    cond do
-      not recoverable?(error) ->
+    case Recovery.backoff(state, error) do
+      {:error, error} ->
         {{:error, error}, state}
 
-      not HFBridge.Retry.allow?(state.retry, state.attempt) ->
-        {{:error,
-          %{
-            error
-            | message: error.message <> " (gave up after #{state.attempt} recovery attempts)",
-              retryable: false
-          }}, state}
-
-      true ->
-        attempt = state.attempt + 1
-        delay = HFBridge.Retry.delay(state.retry, attempt)
-
-        Logger.warning(
-          "hf_bridge session #{state.info.session_id}: #{Exception.message(error)}; " <>
-            "recovering (attempt #{attempt}/#{state.retry.max_attempts}) in #{delay} ms"
-        )
-
-        Process.sleep(delay)
+      {:ok, state} ->
         # The recovered server re-sends from its last acknowledged batch.
-        state = %{state | attempt: attempt, recoveries: state.recoveries + 1, server_seq: -1}
+        state = %{state | recoveries: state.recoveries + 1, server_seq: -1}
 
-        with {:ok, state} <- ensure_connected(state),
-             {:ok, state} <- resume_on_server(state) do
+        with {:ok, state} <- Recovery.reconnect(state),
+             {:ok, state} <- Recovery.resume(state) do
           fetch(state, timeout, 0)
         else
           {:error, next_error} -> recover(state, next_error, timeout)
         end
-    end
-  end
-
-  defp recoverable?(%Error{code: :not_found, layer: :grpc, message: message}),
-    do: String.contains?(message, "unknown or closed session")
-
-  defp recoverable?(error), do: HFBridge.Retry.retryable?(error)
-
-  # A client that reconnects on its own opens the next connection on the
-  # session's next call, shared with every other session and call made with
-  # it; only a client that no longer does (it was disconnected while this
-  # session lives on) gets a connection of this session's own.
-  defp ensure_connected(state) do
-    if Client.connected?(state.client) or Client.reconnects?(state.client) do
-      {:ok, state}
-    else
-      case Client.reconnect(state.client, self()) do
-        {:ok, client} ->
-          if state.own_conn, do: Client.disconnect(%{state.client | server: nil})
-          {:ok, %{state | client: client, own_conn: client.conn}}
-
-        {:error, error} ->
-          {:error, error}
-      end
-    end
-  end
-
-  # Batches the server handed to a dropped connection never arrived, and a
-  # restarted server no longer knows the session: in every case, resume it
-  # with its token from the last acknowledged checkpoint (the server releases
-  # the old incarnation, if any).
-  defp resume_on_server(state) do
-    request = %{resume_token: state.info.resume_token}
-
-    case Client.call(state.client, :ResumeSession, request, timeout: 120_000) do
-      {:ok, info} -> {:ok, %{state | info: info}}
-      {:error, error} -> {:error, error}
     end
   end
 end

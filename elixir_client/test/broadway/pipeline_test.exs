@@ -42,6 +42,7 @@ defmodule HFBridge.Broadway.PipelineTest do
 
   alias HFBridge.Broadway.{Checkpoint, Producer}
   alias HFBridge.Broadway.TestPipeline
+  alias HFBridge.Test.CuttingProxy, as: Proxy
 
   setup %{data_dir: data_dir} do
     %{tmp_dir: Path.join(data_dir, "checkpoints_#{System.unique_integer([:positive])}")}
@@ -189,6 +190,63 @@ defmodule HFBridge.Broadway.PipelineTest do
 
     # finished producers closed their sessions on the server
     assert {:ok, :done} = Checkpoint.load({Checkpoint.File, dir}, key.(0))
+  end
+
+  test "cut connections: the producer recovers, every row is handled once, every batch committed",
+       %{address: address, single: single, tmp_dir: dir} do
+    test = self()
+    name = :"hf_pipeline_cut_#{System.unique_integer([:positive])}"
+    attach_acks("hf-pipeline-cut-acks")
+    [_, upstream] = String.split(address, ":")
+    {proxy, proxy_port} = Proxy.start(String.to_integer(upstream))
+    {:ok, client} = HFBridge.Client.connect(address: "127.0.0.1:#{proxy_port}", local: false)
+
+    on_exit(fn ->
+      stop_pipeline(name)
+      HFBridge.Client.disconnect(client)
+      Process.exit(proxy, :kill)
+    end)
+
+    handle = fn message ->
+      %{"id" => id} = message.data
+      send(test, {:row, id})
+      # Cut while batches are on their way and commits are being made.
+      if id in [45, 121], do: send(test, {:cut, Proxy.cut(proxy)})
+      message
+    end
+
+    key = "#{inspect(name) |> String.trim_leading(":")}.p0of1"
+
+    log =
+      ExUnit.CaptureLog.capture_log(fn ->
+        start_pipeline(
+          name,
+          [
+            dataset: "parquet",
+            data_files: single,
+            batch_size: 10,
+            client: client,
+            checkpoint: dir,
+            read_ahead: 4,
+            max_pending_batches: 3,
+            retry: [base_delay: 10, max_delay: 100]
+          ],
+          handle
+        )
+
+        wait_until("the producer to finish", fn -> done?(dir, key) end)
+      end)
+
+    # A cut under a ReadBatches call made the session resume (a cut between
+    # two calls needs nothing more than the next call's new connection).
+    assert log =~ "resumed after batch"
+
+    ids = collect(:row)
+    assert Enum.sort(ids) == Enum.to_list(0..199), "rows lost or handled twice"
+    assert [first_cut, second_cut] = collect(:cut)
+    assert first_cut >= 1 and second_cut >= 1
+    committed = committed_seqs()
+    assert Enum.max(committed) == 19
   end
 
   test "a killed pipeline resumes after the last fully acknowledged batch", %{

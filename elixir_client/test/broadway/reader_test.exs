@@ -5,6 +5,7 @@ defmodule HFBridge.Broadway.ReaderTest do
 
   alias HFBridge.{Batch, Client, Spec}
   alias HFBridge.Broadway.Reader
+  alias HFBridge.Test.CuttingProxy, as: Proxy
 
   setup_all %{data_dir: data_dir} do
     %{path: simple_parquet!(Path.join(data_dir, "reader.parquet"), 50)}
@@ -97,6 +98,101 @@ defmodule HFBridge.Broadway.ReaderTest do
     assert info2.next_seq == 2
     assert {:ok, %Batch{seq: 2}} = next(reader2)
     :ok = Reader.stop(reader2, :close)
+  end
+
+  # Results of fetches, with the recovery notices that came before each.
+  defp next_with_notices(reader, notices \\ []) do
+    receive do
+      {:hf_bridge_reader, ^reader, {:resent, _} = notice} ->
+        next_with_notices(reader, [notice | notices])
+
+      {:hf_bridge_reader, ^reader, {:resumed, _} = notice} ->
+        next_with_notices(reader, [notice | notices])
+
+      {:hf_bridge_reader, ^reader, result} ->
+        {result, Enum.reverse(notices)}
+    after
+      60_000 -> flunk("no answer from the reader")
+    end
+  end
+
+  test "cut connections: the reader resumes, drops what it delivered and loses nothing", ctx do
+    path = simple_parquet!(Path.join(ctx.data_dir, "reader_cut.parquet"), 300)
+    [_, upstream] = String.split(ctx.address, ":")
+    {proxy, proxy_port} = Proxy.start(String.to_integer(upstream))
+    {:ok, client} = Client.connect(address: "127.0.0.1:#{proxy_port}", local: false)
+
+    on_exit(fn ->
+      Client.disconnect(client)
+      Process.exit(proxy, :kill)
+    end)
+
+    {:ok, reader, info} =
+      Reader.start(client, {:open, request(path)},
+        read_ahead: 4,
+        retry: [base_delay: 10, max_delay: 100]
+      )
+
+    {results, notices} =
+      Enum.reduce_while(Stream.iterate(0, &(&1 + 1)), {[], []}, fn i, {results, notices} ->
+        :ok = Reader.fetch(reader)
+
+        case next_with_notices(reader) do
+          {{:ok, batch}, new} ->
+            if batch.seq == 3,
+              do: {:ok, _} = Client.call(client, :Ack, %{session_id: info.session_id, seq: 3})
+
+            # Cut while a ReadBatches call has batches on their way.
+            if i in [5, 12], do: assert(Proxy.cut(proxy) >= 1)
+            {:cont, {[batch | results], notices ++ new}}
+
+          {:done, new} ->
+            {:halt, {Enum.reverse(results), notices ++ new}}
+
+          {{:error, error}, _} ->
+            flunk("the reader failed: #{Exception.message(error)}")
+        end
+      end)
+
+    # Every batch once, in order: nothing lost, nothing repeated.
+    assert Enum.map(results, & &1.seq) == Enum.to_list(0..29)
+    assert Enum.flat_map(results, &ids/1) == Enum.to_list(0..299)
+
+    resumes = for {:resumed, resumed} <- notices, do: resumed
+    assert length(resumes) in 1..2, "notices: #{inspect(notices)}"
+    # The first resume restarts after the last acknowledged batch (3), so the
+    # batches delivered since were sent again and dropped.
+    assert hd(resumes).session_id == info.session_id and hd(resumes).next_seq == 4
+    resent = for {:resent, seq} <- notices, do: seq
+    assert resent != [] and Enum.all?(resent, &(&1 >= 4 and &1 < 29))
+
+    # Sent again, the last batches can be acknowledged on the resumed session.
+    assert {:ok, _} = Client.call(client, :Ack, %{session_id: info.session_id, seq: 29})
+    :ok = Reader.stop(reader, :close)
+  end
+
+  test "with recovery off, a cut is an error for the owner", ctx do
+    path = simple_parquet!(Path.join(ctx.data_dir, "reader_nocut.parquet"), 300)
+    [_, upstream] = String.split(ctx.address, ":")
+    {proxy, proxy_port} = Proxy.start(String.to_integer(upstream))
+    {:ok, client} = Client.connect(address: "127.0.0.1:#{proxy_port}", local: false)
+
+    on_exit(fn ->
+      Client.disconnect(client)
+      Process.exit(proxy, :kill)
+    end)
+
+    {:ok, reader, _info} =
+      Reader.start(client, {:open, request(path)}, read_ahead: 8, retry: [max_attempts: 0])
+
+    assert {:ok, %Batch{seq: 0}} = next(reader)
+    assert Proxy.cut(proxy) >= 1
+
+    assert {:error, %HFBridge.Error{retryable: false} = error} =
+             Stream.repeatedly(fn -> next(reader) end) |> Enum.find(&match?({:error, _}, &1))
+
+    assert error.message =~ "gave up after 0 recovery attempts"
+    :ok = Reader.stop(reader, :close)
   end
 
   test "an unknown resume token is an error value, not a crash", %{client: client} do

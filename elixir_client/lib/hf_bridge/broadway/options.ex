@@ -63,6 +63,17 @@ defmodule HFBridge.Broadway.Options do
       default: 120_000,
       doc: "Deadline for opening or resuming the session, in milliseconds."
     ],
+    retry: [
+      type: {:custom, HFBridge.Retry, :check},
+      default: [],
+      type_doc: "`keyword()`",
+      doc:
+        "Recovery from a dropped connection or a restarted worker or server, for reading and " <>
+          "for commits alike: `max_attempts` (10), `base_delay` and `max_delay` in ms (100, " <>
+          "5000); see `HFBridge.Retry`. The session resumes after its last committed batch and " <>
+          "the producer goes on with no message lost or emitted twice. `[max_attempts: 0]` " <>
+          "turns recovery off: the first such failure stops the producer."
+    ],
     broadway: [
       type: :keyword_list,
       type_doc: "`keyword()`",
@@ -101,6 +112,7 @@ defmodule HFBridge.Broadway.Options do
           on_failure: :commit | :stop,
           batch_timeout: timeout(),
           open_timeout: timeout(),
+          retry: HFBridge.Retry.t(),
           spec_opts: keyword(),
           client_opts: keyword(),
           name: term(),

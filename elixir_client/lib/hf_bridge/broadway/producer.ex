@@ -83,6 +83,16 @@ if Code.ensure_loaded?(Broadway) do
     Without `:checkpoint`, a producer always opens a new session and
     closes it when it stops.
 
+    ## Recovery
+
+    When the connection drops, or a worker or the server restarts, the
+    producer's reader resumes the session (`:retry` bounds the attempts) and
+    the server sends again from the last committed batch; batches emitted
+    already are dropped, so no message is lost or emitted twice. A commit
+    that fails meanwhile is tried again (with the same policy) once the
+    resumed server has sent its batch again. Only when the policy is spent,
+    or the failure is not one recovery helps with, does the producer stop.
+
     ## Concurrency
 
     With `concurrency: n` (`n > 1`), producer `i` reads shard `{i, n}`
@@ -158,8 +168,11 @@ if Code.ensure_loaded?(Broadway) do
         ack_ref: make_ref(),
         tracker: AckTracker.new(),
         demand: Demand.new(config.max_pending_batches),
+        server_seq: -1,
         commit_task: nil,
         commit_next: nil,
+        commit_attempt: 0,
+        commit_timer: nil,
         finished: false
       }
 
@@ -203,6 +216,7 @@ if Code.ensure_loaded?(Broadway) do
         batch_timeout: config.batch_timeout,
         open_timeout: config.open_timeout,
         keep: config.checkpoint != nil,
+        retry: config.retry,
         dataset: config.dataset
       ]
 
@@ -214,7 +228,8 @@ if Code.ensure_loaded?(Broadway) do
              | reader: reader,
                reader_ref: Process.monitor(reader),
                session_id: info.session_id,
-               token: info.resume_token
+               token: info.resume_token,
+               server_seq: info.next_seq - 1
            }}
 
         {:error, error} ->
@@ -249,6 +264,8 @@ if Code.ensure_loaded?(Broadway) do
     def handle_info({:hf_bridge_reader, reader, result}, %{reader: reader} = state) do
       case result do
         {:ok, %Batch{} = batch} ->
+          state = served(state, batch.seq)
+
           case messages(batch, state) do
             {:ok, messages} ->
               tracker = AckTracker.track(state.tracker, batch.seq, length(messages))
@@ -264,6 +281,18 @@ if Code.ensure_loaded?(Broadway) do
 
         :done ->
           dispatch(maybe_finish(%{state | demand: Demand.exhausted(state.demand)}))
+
+        {:resent, seq} ->
+          {:noreply, [], served(state, seq)}
+
+        {:resumed, info} ->
+          Logger.warning(
+            "HFBridge.Broadway.Producer #{state.key}: session #{info.session_id} resumed after " <>
+              "batch #{info.next_seq - 1}"
+          )
+
+          # Commits past the resumed server's position wait until it sends those batches again.
+          {:noreply, [], %{state | session_id: info.session_id, server_seq: info.next_seq - 1}}
 
         {:error, %Error{layer: :grpc, code: :timeout}} ->
           dispatch(%{state | demand: Demand.fetch_failed(state.demand)})
@@ -286,18 +315,28 @@ if Code.ensure_loaded?(Broadway) do
 
       case result do
         :ok ->
-          state = %{state | commit_task: nil}
+          state = %{state | commit_task: nil, commit_attempt: 0}
 
           case state.commit_next do
             nil -> dispatch(maybe_finish(state))
-            next -> dispatch(commit(%{state | commit_next: nil}, next))
+            _next -> dispatch(commit_held(state))
           end
 
         {:error, error} ->
-          Logger.error("HFBridge.Broadway.Producer #{state.key}: commit of batch #{seq} failed")
-          {:stop, error, %{state | commit_task: nil}}
+          state = %{state | commit_task: nil}
+
+          if commit_retryable?(error) and
+               HFBridge.Retry.allow?(state.config.retry, state.commit_attempt) do
+            {:noreply, [], retry_commit(state, seq, error)}
+          else
+            Logger.error("HFBridge.Broadway.Producer #{state.key}: commit of batch #{seq} failed")
+            {:stop, error, state}
+          end
       end
     end
+
+    def handle_info({:hf_bridge_commit_retry, ref}, %{commit_timer: ref} = state),
+      do: dispatch(commit_held(%{state | commit_timer: nil}))
 
     def handle_info(
           {:DOWN, ref, :process, _, reason},
@@ -420,12 +459,54 @@ if Code.ensure_loaded?(Broadway) do
 
     defp commit(state, nil), do: state
 
-    defp commit(%{commit_task: nil, client: client, session_id: id} = state, seq) do
+    # One commit in flight; none while a failed one waits for its retry, and
+    # none past the batches the (resumed) server has sent: it would refuse it.
+    defp commit(%{commit_task: nil, commit_timer: nil, server_seq: served} = state, seq)
+         when seq <= served do
+      %{client: client, session_id: id} = state
       task = Task.async(fn -> send_ack(client, id, seq) end)
       %{state | commit_task: {task, seq}}
     end
 
-    defp commit(state, seq), do: %{state | commit_next: seq}
+    defp commit(state, seq), do: %{state | commit_next: max(seq, state.commit_next || seq)}
+
+    defp commit_held(%{commit_next: nil} = state), do: state
+    defp commit_held(%{commit_next: seq} = state), do: commit(%{state | commit_next: nil}, seq)
+
+    # The server has sent batch `seq` (again, after a resume): commits up to it may go.
+    defp served(state, seq) do
+      if seq > state.server_seq,
+        do: commit_held(%{state | server_seq: seq}),
+        else: state
+    end
+
+    # A dropped connection, a restarted server or a resumed session that has not
+    # sent the batch again yet (an Ack that raced the resume): the reader is
+    # recovering, so the commit is tried again after the policy's delay.
+    defp commit_retryable?(%Error{code: :invalid_argument, message: message}),
+      do: String.contains?(message, "cannot ack batch")
+
+    defp commit_retryable?(error), do: HFBridge.Recovery.recoverable?(error)
+
+    defp retry_commit(state, seq, error) do
+      attempt = state.commit_attempt + 1
+      delay = HFBridge.Retry.delay(state.config.retry, attempt)
+
+      Logger.warning(
+        "HFBridge.Broadway.Producer #{state.key}: commit of batch #{seq} failed " <>
+          "(#{Exception.message(error)}); retrying in #{delay} ms"
+      )
+
+      ref = make_ref()
+      Process.send_after(self(), {:hf_bridge_commit_retry, ref}, delay)
+
+      %{
+        state
+        | commit_attempt: attempt,
+          commit_timer: ref,
+          commit_next: max(seq, state.commit_next || seq)
+      }
+    end
 
     defp send_ack(client, id, seq) do
       Telemetry.span([:hf_bridge, :ack], %{session_id: id, seq: seq}, fn ->
@@ -480,7 +561,16 @@ if Code.ensure_loaded?(Broadway) do
     defp await_commits(%{commit_task: nil, commit_next: nil} = state), do: state
 
     defp await_commits(%{commit_task: nil, commit_next: seq} = state) do
-      await_commits(commit(%{state | commit_next: nil}, seq))
+      # Stopping: a commit waiting for its retry (or for the server to send its
+      # batch again) is tried once more now.
+      state = %{
+        state
+        | commit_next: nil,
+          commit_timer: nil,
+          server_seq: max(state.server_seq, seq)
+      }
+
+      await_commits(commit(state, seq))
     end
 
     defp await_commits(%{commit_task: {task, seq}} = state) do

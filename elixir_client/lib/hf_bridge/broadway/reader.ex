@@ -5,8 +5,24 @@ defmodule HFBridge.Broadway.Reader do
   It opens (or resumes) the session on the server, then reads one batch
   per `fetch/1` and sends the outcome to its owner as
   `{:hf_bridge_reader, reader_pid, result}`, where `result` is
-  `{:ok, HFBridge.Batch.t()}`, `:done` or `{:error, HFBridge.Error.t()}`.
+  `{:ok, HFBridge.Batch.t()}`, `:done` or `{:error, HFBridge.Error.t()}`
+  (the recovery notices below come as the same kind of message).
   The owner keeps working meanwhile (a GenStage producer must not block).
+
+  ## Recovery
+
+  When the connection drops or the server loses the session (a worker or
+  the server restarted), the reader resumes the session with its token and
+  the retry policy of `:retry` (see `HFBridge.Recovery`), then goes on with
+  the fetch it was answering: the owner sees no error, only two kinds of
+  notice, `{:hf_bridge_reader, reader_pid, {:resumed, info}}` (the server
+  restarted the session after its last acknowledged batch, `info.next_seq
+  - 1`) and `{:hf_bridge_reader, reader_pid, {:resent, seq}}` for each batch
+  the resumed server sent again and the reader dropped, because it was
+  delivered before. An `Ack` for a batch delivered before the resume is
+  only accepted by the server once the batch has been sent again: the owner
+  holds such acknowledgements until the `:resent` notice (or a later batch)
+  passes them.
 
   A reader started with `keep: true` leaves the session's checkpoint on the
   server when it stops, so a restarted pipeline can resume it with the
@@ -22,15 +38,17 @@ defmodule HFBridge.Broadway.Reader do
 
   use GenServer, restart: :temporary
 
-  alias HFBridge.{BatchCall, Client, Error, Telemetry}
+  alias HFBridge.{Batch, BatchCall, Client, Error, Recovery, Telemetry}
 
   @typedoc "How to start: a new session from an `OpenRequest`, or a resume token."
   @type how :: {:open, HFBridge.Spec.open_request()} | {:resume, String.t()}
 
   @doc """
   Starts a reader owned by the caller and opens or resumes the session. The
-  reader stops when its owner exits; the owner should monitor the reader. Options: `:read_ahead` (default 2), `:batch_timeout` (default
-  60 s), `:open_timeout` (default 120 s), `:keep` (default `false`),
+  reader stops when its owner exits; the owner should monitor the reader.
+  Options: `:read_ahead` (default 2), `:batch_timeout` (default 60 s),
+  `:open_timeout` (default 120 s), `:keep` (default `false`), `:retry` (an
+  `HFBridge.Retry` keyword list; `[max_attempts: 0]` turns recovery off),
   `:dataset` (for telemetry metadata).
 
   Returns the reader and the session info (`session_id`, `resume_token`,
@@ -86,25 +104,35 @@ defmodule HFBridge.Broadway.Reader do
     owner_ref = Process.monitor(owner)
     timeout = Keyword.get(opts, :open_timeout, 120_000)
 
-    case open_on_server(client, how, timeout) do
-      {:ok, info} ->
-        {:ok,
-         %{
-           client: client,
-           owner: owner,
-           owner_ref: owner_ref,
-           info: info,
-           stream: nil,
-           read_ahead: Keyword.get(opts, :read_ahead, 2),
-           timeout: Keyword.get(opts, :batch_timeout, 60_000),
-           keep: Keyword.get(opts, :keep, false),
-           done: false,
-           batches: 0,
-           rows: 0
-         }}
+    with {:ok, retry} <- retry_policy(opts),
+         {:ok, info} <- open_on_server(client, how, timeout) do
+      {:ok,
+       %{
+         client: client,
+         owner: owner,
+         owner_ref: owner_ref,
+         info: info,
+         stream: nil,
+         read_ahead: Keyword.get(opts, :read_ahead, 2),
+         timeout: Keyword.get(opts, :batch_timeout, 60_000),
+         keep: Keyword.get(opts, :keep, false),
+         done: false,
+         batches: 0,
+         rows: 0,
+         retry: retry,
+         delivered: info.next_seq - 1,
+         attempt: 0,
+         own_conn: nil
+       }}
+    else
+      {:error, error} -> {:stop, error}
+    end
+  end
 
-      {:error, error} ->
-        {:stop, error}
+  defp retry_policy(opts) do
+    case HFBridge.Retry.new(Keyword.get(opts, :retry, [])) do
+      {:ok, policy} -> {:ok, policy}
+      {:error, message} -> {:error, Error.new(:session, :invalid_options, "retry: " <> message)}
     end
   end
 
@@ -159,6 +187,8 @@ defmodule HFBridge.Broadway.Reader do
         :ok
     end
 
+    Recovery.release_own_conn(state)
+
     Telemetry.execute(
       [:hf_bridge, :session, :close],
       %{batches: state.batches, rows: state.rows},
@@ -177,7 +207,7 @@ defmodule HFBridge.Broadway.Reader do
   defp fetch(%{stream: nil} = state, empty_calls) do
     case BatchCall.open(state.client, state.info.session_id, state.read_ahead) do
       {:ok, stream} -> receive_batch(%{state | stream: stream}, empty_calls)
-      {:error, error} -> {{:error, error}, state}
+      {:error, error} -> recover(state, error)
     end
   end
 
@@ -188,9 +218,33 @@ defmodule HFBridge.Broadway.Reader do
       :end_of_data ->
         {:done, %{state | stream: nil, done: true}}
 
+      {:batch, %Batch{seq: seq}} when seq <= state.delivered ->
+        # Sent again after a recovery: delivered already, so dropped; the
+        # owner may now acknowledge it.
+        send(state.owner, {:hf_bridge_reader, self(), {:resent, seq}})
+        receive_batch(state, 0)
+
+      {:batch, %Batch{seq: seq}} when seq > state.delivered + 1 ->
+        Client.cancel(state.stream)
+
+        {{:error,
+          Error.new(
+            :session,
+            :data_loss,
+            "the server skipped from batch #{state.delivered} to #{seq}; refusing to lose rows"
+          )}, %{state | stream: nil}}
+
       {:batch, batch} ->
         BatchCall.received(batch)
-        {{:ok, batch}, %{state | batches: state.batches + 1, rows: state.rows + batch.num_rows}}
+
+        {{:ok, batch},
+         %{
+           state
+           | delivered: batch.seq,
+             attempt: 0,
+             batches: state.batches + 1,
+             rows: state.rows + batch.num_rows
+         }}
 
       :call_ended when empty_calls < 1 ->
         fetch(%{state | stream: nil}, empty_calls + 1)
@@ -203,7 +257,24 @@ defmodule HFBridge.Broadway.Reader do
         {{:error, error}, state}
 
       {:error, error} ->
-        {{:error, error}, %{state | stream: nil}}
+        recover(%{state | stream: nil}, error)
+    end
+  end
+
+  # See HFBridge.Recovery and "Recovery" in the module docs.
+  defp recover(state, error) do
+    case Recovery.backoff(state, error) do
+      {:error, error} ->
+        {{:error, error}, state}
+
+      {:ok, state} ->
+        with {:ok, state} <- Recovery.reconnect(state),
+             {:ok, state} <- Recovery.resume(state) do
+          send(state.owner, {:hf_bridge_reader, self(), {:resumed, state.info}})
+          fetch(state, 0)
+        else
+          {:error, next_error} -> recover(state, next_error)
+        end
     end
   end
 end
