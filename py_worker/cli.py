@@ -243,6 +243,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "export":
+        from py_worker.memory import tune_export_allocator
+
+        tune_export_allocator()  # before anything imports pyarrow
     try:
         code = args.func(args)
     except BridgeError as exc:

@@ -19,7 +19,7 @@ import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 from urllib.parse import urlparse
 
 from pyarrow import fs as pafs

@@ -1,9 +1,11 @@
 """The export job: stream a DatasetSpec into Parquet files at a destination.
 
 The dataset is never materialised: `with_format("arrow").iter(batch_size)`
-yields Arrow tables that go straight into the rolling writer. After every
-published file a checkpoint (iterator state + files so far) is saved; the
-manifest is written last. See `layout` for the names at the destination.
+yields Arrow tables that go straight into the rolling writer, read one step
+ahead on a thread of their own (`readahead`), so decoding the source and
+encoding the export run on two cores. After every published file a
+checkpoint (iterator state + files so far) is saved; the manifest is written
+last. See `layout` for the names at the destination.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from py_worker.export import manifest as mf
 from py_worker.export.destination import Destination, check_bucket
 from py_worker.export.layout import MANIFEST, TMP_DIR, Layout, is_export_entry, shard_of_manifest
 from py_worker.export.options import ExportOptions
+from py_worker.export.readahead import read_ahead
 from py_worker.export.writer import FileRecord, RollingParquetWriter
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -123,6 +126,7 @@ def run_export(
     schema: pa.Schema | None = mf.schema_from_ipc_base64(cp.schema_ipc_base64) if cp and cp.schema_ipc_base64 else None
     writer: RollingParquetWriter | None = None
     rows = sum(f.rows for f in files)
+    state: dict | None = None  # the iterator state after the last table written
 
     def report() -> None:
         if progress is not None:
@@ -141,8 +145,7 @@ def run_export(
         return RollingParquetWriter(dest, layout, s, options, first_index=len(files))
 
     def save_checkpoint() -> None:
-        assert schema is not None
-        state = ds.state_dict()
+        assert schema is not None and state is not None
         ckpt.save(
             dest,
             layout.checkpoint,
@@ -160,7 +163,7 @@ def run_export(
     report()
     try:
         try:
-            for table in ds.iter(batch_size=options.batch_size):
+            for table, state in read_ahead(ds, options.batch_size, options.row_group_bytes):
                 if should_stop is not None and should_stop():
                     raise Cancelled(
                         f"export to {dest.uri} was cancelled; run it again with resume (--resume) to continue from its checkpoint"

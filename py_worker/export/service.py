@@ -22,6 +22,7 @@ from py_worker.errors import Internal, InvalidArgument, ResourceExhausted, error
 from py_worker.export.destination import resolve_destination
 from py_worker.export.options import ExportOptions
 from py_worker.export.progress import Throttle
+from py_worker.memory import EXPORT_ENV
 
 if TYPE_CHECKING:  # pragma: no cover
     from py_worker.config import ServerConfig
@@ -149,8 +150,9 @@ async def _run_job(spec: Any, options: ExportOptions, destination: str, config: 
 
 
 def _job_env() -> dict[str, str]:
-    """The server's environment, with this package importable in the job process."""
-    env = dict(os.environ)
+    """The server's environment, with this package importable in the job process and Arrow's
+    allocator set up for exporting (`memory.EXPORT_ENV`)."""
+    env = {**EXPORT_ENV, **os.environ}
     package_parent = str(Path(__file__).resolve().parents[2])
     paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     if package_parent not in paths:
