@@ -16,6 +16,7 @@ reader copies batches straight out of it (`py_worker.peer_memory`). A worker tha
 from __future__ import annotations
 
 import asyncio
+import errno
 import itertools
 import multiprocessing as mp
 import os
@@ -38,6 +39,14 @@ def _close_all(fds: list[int]) -> None:
             os.close(fd)
         except OSError:
             pass
+
+
+def _kill(proc: Any) -> None:
+    """Kill a worker process that can no longer be trusted (it may be gone already)."""
+    try:
+        proc.kill()
+    except Exception:  # noqa: BLE001
+        pass
 
 
 def log(text: str) -> None:
@@ -117,12 +126,13 @@ class WorkerHandle:
                     return  # the event loop is closed: the server is gone
         except (EOFError, OSError):
             pass  # the worker exited (or was killed)
+        except peer_memory.PeerMemoryError as exc:
+            if exc.errno != errno.ESRCH:  # else it exited while lending a batch
+                log(f"worker {self.name} lent a batch that cannot be read ({exc}); restarting it")
+                _kill(proc)
         except Exception as exc:  # noqa: BLE001 - a garbled frame: the worker cannot be trusted any more
             log(f"worker {self.name} sent an unreadable message ({type(exc).__name__}: {exc}); restarting it")
-            try:
-                proc.kill()
-            except Exception:  # noqa: BLE001
-                pass
+            _kill(proc)
         finally:
             if sock is not None:
                 sock.close()
