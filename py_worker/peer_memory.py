@@ -58,6 +58,7 @@ class _IoVec(ctypes.Structure):
 
 
 def _load() -> Any:
+    """libc's `process_vm_readv`, typed; None off 64-bit little-endian Linux or where libc lacks it."""
     if not sys.platform.startswith("linux") or struct.calcsize("P") != 8 or sys.byteorder != "little":
         return None
     try:
