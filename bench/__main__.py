@@ -13,6 +13,7 @@ import datetime as dt
 import os
 import platform
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -150,6 +151,12 @@ def main(argv: list[str] | None = None) -> int:
             if ours is not None and base is not None:
                 print(f"cpu ({r.key}): ours {ours} CPU-s, {r.baseline_name} {base} CPU-s per {label} "
                       "(all processes of each side; less sensitive to other load than wall time)")
+    for r in rows:
+        ratios = sorted(r.details.get("round_ratios") or [])
+        if len(ratios) > 1:
+            print(f"rounds ({r.key}): ours / {r.baseline_name} in each alternated round: median "
+                  f"{statistics.median(ratios):.2f}x, {ratios[0]:.2f}x-{ratios[-1]:.2f}x (the table compares "
+                  "each side's fastest run)")
     for r in rows:
         if r.details.get("warning"):
             print(f"warning ({r.key}): {r.details['warning']}")

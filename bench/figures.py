@@ -210,6 +210,14 @@ def _fastest(results: list[dict]) -> dict:
     return best
 
 
+def _round_ratios(ours: dict, base: dict, amount: str) -> list[float]:
+    """Ours over the baseline round by round, for two sides measured alternately (`all_seconds` in
+    round order): each round's two runs met the same spell of the machine, so their ratios show
+    how much of a figure is noise. `amount` is what both moved (rows or bytes)."""
+    pairs = zip(ours.get("all_seconds", []), base.get("all_seconds", []))
+    return [round((ours[amount] / o) / (base[amount] / b), 3) for o, b in pairs if o and b]
+
+
 def _cpu_total(res: dict) -> float:
     """CPU seconds of the server tree and the BEAM during a read.exs run."""
     return sum(v for k, v in res.get("cpu", {}).items() if k != "wall")
@@ -225,6 +233,7 @@ def fig_rows(run: Run) -> list[Row]:
     row.details = {"ours": ours, "a": a,
                    "ours_cpu_s_per_100k_rows": round(_cpu_total(ours) / ours["rows"] * 1e5, 2),
                    "baseline_cpu_s_per_100k_rows": round(a["cpu_seconds"] / a["rows"] * 1e5, 2)}
+    row.details["round_ratios"] = _round_ratios(ours, a, "rows")
     if ours["rows"] != a["rows"]:
         row.details["warning"] = f"row counts differ: ours {ours['rows']}, A {a['rows']}"
     return [row.judge_ratio(0.9)]
@@ -264,6 +273,8 @@ def fig_inmem(run: Run) -> list[Row]:
         if res is not None:
             row.baseline = res["bytes"] / res["seconds"] / MB
             row.details["baseline"] = res
+            if "ours_inmem" in got:
+                row.details["round_ratios"] = _round_ratios(got["ours_inmem"], res, "bytes")
     ours = run.ours_inmem()
     value = ours["bytes"] / ours["seconds"] / MB
     if ours.get("source") == "saved":
