@@ -59,7 +59,7 @@ defmodule HFBridge.Arrow do
   `layer: :options, code: :invalid_argument`.
   """
 
-  alias HFBridge.Arrow.{Decoder, Field, Message, Schema, Table}
+  alias HFBridge.Arrow.{Decoder, Dictionary, Field, Message, Schema, Table}
   alias HFBridge.Error
 
   @default_max_array_length 2 ** 26
@@ -165,13 +165,13 @@ defmodule HFBridge.Arrow do
     {[values], unbacked} =
       Decoder.decode([%Field{field | dictionary: nil}], meta, %{ctx | body: body})
 
-    values =
+    dict =
       case {delta?, ctx.dicts} do
-        {true, %{^id => old}} -> Tuple.to_list(old) ++ values
-        _ -> values
+        {true, %{^id => old}} -> Dictionary.append(old, values)
+        _ -> Dictionary.new(values)
       end
 
-    %{ctx | dicts: Map.put(ctx.dicts, id, List.to_tuple(values)), unbacked: unbacked}
+    %{ctx | dicts: Map.put(ctx.dicts, id, dict), unbacked: unbacked}
   end
 
   defp find_dictionary_field(fields, id) do

@@ -24,7 +24,7 @@ defmodule HFBridge.Arrow.Decoder do
   Values: see `HFBridge.Arrow` for the Elixir representation of each type.
   """
 
-  alias HFBridge.Arrow.{Bits, Field, Temporal}
+  alias HFBridge.Arrow.{Bits, Dictionary, Field, Temporal}
 
   @typedoc """
   Decoding context: the message body, decoding options and the dictionaries
@@ -36,7 +36,7 @@ defmodule HFBridge.Arrow.Decoder do
           temporal: :raw | :elixir,
           max_array_length: pos_integer(),
           unbacked: non_neg_integer(),
-          dicts: %{optional(integer()) => tuple()}
+          dicts: %{optional(integer()) => HFBridge.Arrow.Dictionary.t()}
         }
 
   @doc """
@@ -87,13 +87,13 @@ defmodule HFBridge.Arrow.Decoder do
           )
       end
 
-    size = tuple_size(dict)
+    size = Dictionary.size(dict)
 
     values =
       for i <- indices do
         cond do
           i == nil -> nil
-          i >= 0 and i < size -> elem(dict, i)
+          i >= 0 and i < size -> Dictionary.at(dict, i)
           true -> malformed("dictionary index #{i} outside a dictionary of #{size} values")
         end
       end
