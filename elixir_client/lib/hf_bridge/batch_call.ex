@@ -72,6 +72,21 @@ defmodule HFBridge.BatchCall do
     )
   end
 
+  @doc """
+  Cancels `stream`, whose server skipped from batch `delivered` to `seq`,
+  and returns the error saying so (rows would be lost).
+  """
+  @spec skipped(Client.Stream.t(), integer(), non_neg_integer()) :: Error.t()
+  def skipped(stream, delivered, seq) do
+    Client.cancel(stream)
+
+    Error.new(
+      :session,
+      :data_loss,
+      "the server skipped from batch #{delivered} to #{seq}; refusing to lose rows"
+    )
+  end
+
   @doc "The error for two calls in a row that ended with no batch and no `end_of_data`."
   @spec ended_without_end_of_data() :: Error.t()
   def ended_without_end_of_data,

@@ -630,14 +630,7 @@ defmodule HFBridge.Session do
         receive_batch(state, timeout, 0)
 
       {:batch, %Batch{seq: seq}} when seq > state.delivered + 1 ->
-        Client.cancel(state.stream)
-
-        {{:error,
-          Error.new(
-            :session,
-            :data_loss,
-            "the server skipped from batch #{state.delivered} to #{seq}; refusing to lose rows"
-          )}, %{state | stream: nil}}
+        {{:error, BatchCall.skipped(state.stream, state.delivered, seq)}, %{state | stream: nil}}
 
       {:batch, batch} ->
         # Once per VM: a hint when the VM is set up to receive large batches slowly.

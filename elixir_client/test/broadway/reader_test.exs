@@ -100,6 +100,20 @@ defmodule HFBridge.Broadway.ReaderTest do
     :ok = Reader.stop(reader2, :close)
   end
 
+  # A client connected to the case's server through a CuttingProxy; both stopped on exit.
+  defp proxied_client!(ctx) do
+    [_, upstream] = String.split(ctx.address, ":")
+    {proxy, proxy_port} = Proxy.start(String.to_integer(upstream))
+    {:ok, client} = Client.connect(address: "127.0.0.1:#{proxy_port}", local: false)
+
+    on_exit(fn ->
+      Client.disconnect(client)
+      Process.exit(proxy, :kill)
+    end)
+
+    {client, proxy}
+  end
+
   # Results of fetches, with the recovery notices that came before each.
   defp next_with_notices(reader, notices \\ []) do
     receive do
@@ -118,14 +132,7 @@ defmodule HFBridge.Broadway.ReaderTest do
 
   test "cut connections: the reader resumes, drops what it delivered and loses nothing", ctx do
     path = simple_parquet!(Path.join(ctx.data_dir, "reader_cut.parquet"), 300)
-    [_, upstream] = String.split(ctx.address, ":")
-    {proxy, proxy_port} = Proxy.start(String.to_integer(upstream))
-    {:ok, client} = Client.connect(address: "127.0.0.1:#{proxy_port}", local: false)
-
-    on_exit(fn ->
-      Client.disconnect(client)
-      Process.exit(proxy, :kill)
-    end)
+    {client, proxy} = proxied_client!(ctx)
 
     {:ok, reader, info} =
       Reader.start(client, {:open, request(path)},
@@ -173,14 +180,7 @@ defmodule HFBridge.Broadway.ReaderTest do
 
   test "with recovery off, a cut is an error for the owner", ctx do
     path = simple_parquet!(Path.join(ctx.data_dir, "reader_nocut.parquet"), 300)
-    [_, upstream] = String.split(ctx.address, ":")
-    {proxy, proxy_port} = Proxy.start(String.to_integer(upstream))
-    {:ok, client} = Client.connect(address: "127.0.0.1:#{proxy_port}", local: false)
-
-    on_exit(fn ->
-      Client.disconnect(client)
-      Process.exit(proxy, :kill)
-    end)
+    {client, proxy} = proxied_client!(ctx)
 
     {:ok, reader, _info} =
       Reader.start(client, {:open, request(path)}, read_ahead: 8, retry: [max_attempts: 0])

@@ -225,14 +225,7 @@ defmodule HFBridge.Broadway.Reader do
         receive_batch(state, 0)
 
       {:batch, %Batch{seq: seq}} when seq > state.delivered + 1 ->
-        Client.cancel(state.stream)
-
-        {{:error,
-          Error.new(
-            :session,
-            :data_loss,
-            "the server skipped from batch #{state.delivered} to #{seq}; refusing to lose rows"
-          )}, %{state | stream: nil}}
+        {{:error, BatchCall.skipped(state.stream, state.delivered, seq)}, %{state | stream: nil}}
 
       {:batch, batch} ->
         BatchCall.received(batch)
