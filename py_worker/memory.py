@@ -16,11 +16,9 @@ Workers are spawned processes: they inherit the same settings through the
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
-import functools
 import os
-import sys
-from typing import Any
+
+from py_worker import libc
 
 # mallopt(3) parameter numbers (glibc malloc.h).
 M_TRIM_THRESHOLD = -1
@@ -52,25 +50,6 @@ def tune_export_allocator() -> None:
         os.environ.setdefault(key, value)
 
 
-@functools.lru_cache(maxsize=None)
-def _libc_function(name: str, *argtypes: Any) -> Any:
-    """glibc's function `name` taking `argtypes` and returning int, or None off Linux or when absent.
-
-    Looked up once per name: `release_free_memory` runs each time a worker goes idle.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    except OSError:
-        return None
-    fn = getattr(libc, name, None)
-    if fn is not None:
-        fn.argtypes = list(argtypes)
-        fn.restype = ctypes.c_int
-    return fn
-
-
 def release_free_memory() -> bool:
     """Give memory the process holds but no longer uses back to the system.
 
@@ -81,7 +60,7 @@ def release_free_memory() -> bool:
     (returning them costs that session a page fault per page). Returns
     whether `malloc_trim` ran.
     """
-    trim = _libc_function("malloc_trim", ctypes.c_size_t)
+    trim = libc.function("malloc_trim", ctypes.c_int, ctypes.c_size_t)
     if trim is None:
         return False
     trim(0)
@@ -96,7 +75,7 @@ def tune_malloc() -> bool:
     """
     for key, value in ENV.items():
         os.environ.setdefault(key, value)
-    mallopt = _libc_function("mallopt", ctypes.c_int, ctypes.c_int)
+    mallopt = libc.function("mallopt", ctypes.c_int, ctypes.c_int, ctypes.c_int)
     if mallopt is None:
         return False
     ok = True

@@ -24,7 +24,6 @@ buffer. Nothing here runs anywhere else: `supported()` says whether it can.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import struct
 import sys
@@ -32,6 +31,8 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+
+from py_worker import libc
 
 __all__ = ["PeerMemoryError", "SPAN", "probe", "read", "spans_table", "supported"]
 
@@ -59,16 +60,10 @@ class _IoVec(ctypes.Structure):
 
 def _load() -> Any:
     """libc's `process_vm_readv`, typed; None off 64-bit little-endian Linux or where libc lacks it."""
-    if not sys.platform.startswith("linux") or struct.calcsize("P") != 8 or sys.byteorder != "little":
+    if struct.calcsize("P") != 8 or sys.byteorder != "little":
         return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-        fn = libc.process_vm_readv
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_ulong]
-    fn.restype = ctypes.c_ssize_t
-    return fn
+    return libc.function("process_vm_readv", ctypes.c_ssize_t, ctypes.c_int, ctypes.c_void_p, ctypes.c_ulong,
+                         ctypes.c_void_p, ctypes.c_ulong, ctypes.c_ulong)
 
 
 _readv = _load()
