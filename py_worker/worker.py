@@ -32,10 +32,10 @@ encoded as a complete Batch message (one buffer, see
 producer when it has nothing else to do (its queue is full), else the
 sender just before sending. When the front can read this process's memory
 the sender encodes nothing: it lends the piece (`_Piece.lend`, see
-`py_worker.frames`), and the front copies the Arrow buffers themselves. A checkpoint is `{"hf": state_dict, "skip":
-rows}`: the HF iterator state plus rows already delivered after it, so a
-wire batch cut from the middle of a HF batch still resumes exactly (see
-`_Session._items`).
+`py_worker.frames`), and the front copies the Arrow buffers themselves.
+A checkpoint is `{"hf": state_dict, "skip": rows}`: the HF iterator state
+plus rows already delivered after it, so a wire batch cut from the middle
+of a HF batch still resumes exactly (see `_Session._items`).
 """
 
 from __future__ import annotations
