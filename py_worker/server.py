@@ -255,6 +255,9 @@ async def serve(config: ServerConfig, opts: ServeOptions) -> int:
         await _drain(front, server, opts.drain_seconds)
         pool.stopping = True
         await pool.shutdown()
+        service = sys.modules.get("py_worker.export.service")
+        if service is not None:  # loaded by an Export call: stop its spare job process
+            await service.shutdown()
         store.close()
         if metrics_server is not None:
             metrics_server.stop()

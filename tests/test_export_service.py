@@ -13,6 +13,7 @@ from export_support import make_parquet_dataset
 
 from py_worker.config import ServerConfig
 from py_worker.errors import FailedPrecondition, InvalidArgument, PermissionDenied
+from py_worker.export import service
 from py_worker.export.engine import Progress
 from py_worker.export.progress import ProgressPrinter, Throttle, format_progress, human_bytes
 from py_worker.export.service import export_events
@@ -38,9 +39,29 @@ async def _collect(request, config) -> list:
     return [ev async for ev in export_events(request, config)]
 
 
-def _job_children() -> list[int]:
-    """Pids of this process's children running the export job."""
+def _run(coro) -> object:
+    """Run `coro` in a new event loop, stopping the spare job process it left before the loop ends."""
+    async def main() -> object:
+        try:
+            return await coro
+        finally:
+            await service.shutdown()
+
+    return asyncio.run(main())
+
+
+@pytest.fixture(autouse=True)
+def no_spare_job_left():
+    """Each test starts and ends without a spare job process (each runs its own event loop)."""
+    service.launcher.discard()
+    yield
+    service.launcher.discard()
+
+
+def _job_children(include_spare: bool = False) -> list[int]:
+    """Pids of this process's children running the export job (the waiting spare left out unless asked)."""
     me = os.getpid()
+    spare = None if include_spare else service.launcher.spare_pid
     out = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -51,14 +72,14 @@ def _job_children() -> list[int]:
             cmd = Path(f"/proc/{entry}/cmdline").read_bytes()
         except (OSError, ValueError, IndexError):
             continue
-        if ppid == me and b"py_worker.export.job" in cmd:
+        if ppid == me and b"py_worker.export.job" in cmd and int(entry) != spare:
             out.append(int(entry))
     return out
 
 
 def test_export_events_stream_progress_then_the_manifest(tmp_path, data_dir):
     dest = tmp_path / "out"
-    events = asyncio.run(_collect(_request(data_dir, dest, max_file_bytes=20_000, row_group_rows=500), _config(tmp_path, data_dir)))
+    events = _run(_collect(_request(data_dir, dest, max_file_bytes=20_000, row_group_rows=500), _config(tmp_path, data_dir)))
     kinds = [ev.WhichOneof("event") for ev in events]
     assert kinds[-1] == "result" and kinds.count("result") == 1
     assert "progress" in kinds
@@ -74,21 +95,56 @@ def test_export_events_stream_progress_then_the_manifest(tmp_path, data_dir):
     assert not _job_children()
 
 
+def test_an_export_leaves_a_job_process_started_for_the_next_one(tmp_path, small_dir):
+    config = _config(tmp_path, small_dir)
+
+    async def two_exports() -> None:
+        await _collect(_request(small_dir, tmp_path / "a"), config)
+        spare = service.launcher.spare_pid
+        assert spare is not None and _job_children(include_spare=True) == [spare]
+        events = await _collect(_request(small_dir, tmp_path / "b"), config)
+        assert events[-1].result.rows == 1600
+        # The spare ran the second export and has exited; another one waits now.
+        assert spare not in _job_children(include_spare=True)
+        assert service.launcher.spare_pid not in (None, spare)
+        await service.shutdown()
+        assert service.launcher.spare_pid is None
+
+    _run(two_exports())
+    assert not _job_children(include_spare=True)
+
+
+def test_a_spare_that_died_is_replaced_by_a_fresh_start(tmp_path, small_dir):
+    config = _config(tmp_path, small_dir)
+
+    async def run() -> None:
+        await _collect(_request(small_dir, tmp_path / "a"), config)
+        os.kill(service.launcher.spare_pid, 9)
+        while service.launcher.spare_pid is not None:  # until the loop has seen it die
+            await asyncio.sleep(0.01)
+        events = await _collect(_request(small_dir, tmp_path / "b"), config)
+        assert events[-1].result.rows == 1600
+        await service.shutdown()
+
+    _run(run())
+    assert not _job_children(include_spare=True)
+
+
 def test_bad_requests_fail_fast_with_status_codes(tmp_path, data_dir):
     config = _config(tmp_path, data_dir)
     with pytest.raises(PermissionDenied):
-        asyncio.run(_collect(_request(data_dir, "/somewhere/else"), config))
+        _run(_collect(_request(data_dir, "/somewhere/else"), config))
     with pytest.raises(InvalidArgument):
-        asyncio.run(_collect(_request(data_dir, tmp_path / "x", compression="lzma"), config))
+        _run(_collect(_request(data_dir, tmp_path / "x", compression="lzma"), config))
     bad_spec = _request(data_dir, tmp_path / "x")
     bad_spec.spec.shard_index = 3
     with pytest.raises(InvalidArgument):
-        asyncio.run(_collect(bad_spec, config))
+        _run(_collect(bad_spec, config))
     # Errors found by the job process come back with their code and message.
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "data.bin").write_bytes(b"x")
     with pytest.raises(FailedPrecondition) as err:
-        asyncio.run(_collect(_request(data_dir, tmp_path / "full"), config))
+        _run(_collect(_request(data_dir, tmp_path / "full"), config))
     assert "not empty" in str(err.value)
     assert not _job_children()
 
@@ -127,13 +183,13 @@ def test_cancel_stops_the_job_and_resume_finishes_it(tmp_path, slow_dir):
             await task
         return running
 
-    running = asyncio.run(cancel_after_progress())
+    running = _run(cancel_after_progress())
     assert len(running) == 1
     assert not _job_children()  # the job process is gone once the cancelled call returns
     assert not (dest / "_manifest.json").exists()
     assert all(ev.WhichOneof("event") == "progress" for ev in seen)
 
-    events = asyncio.run(_collect(_request(data_dir, dest, max_file_bytes=4_000, row_group_rows=100, batch_size=2, resume=True), config))
+    events = _run(_collect(_request(data_dir, dest, max_file_bytes=4_000, row_group_rows=100, batch_size=2, resume=True), config))
     result = events[-1].result
     assert result.rows == 40_000
     ids = []
@@ -220,14 +276,14 @@ def test_closing_the_stream_early_stops_the_job(tmp_path, small_dir):
         await gen.aclose()
         return running
 
-    assert len(asyncio.run(first_progress_then_close())) == 1
+    assert len(_run(first_progress_then_close())) == 1
     assert not _job_children()
     assert not (tmp_path / "closed" / "_manifest.json").exists()
 
 
 def test_too_large_batch_size_is_invalid(tmp_path, data_dir):
     with pytest.raises(InvalidArgument) as err:
-        asyncio.run(_collect(_request(data_dir, tmp_path / "x", batch_size=999_999_999), _config(tmp_path, data_dir)))
+        _run(_collect(_request(data_dir, tmp_path / "x", batch_size=999_999_999), _config(tmp_path, data_dir)))
     assert "batch_size" in str(err.value)
 
 
@@ -251,5 +307,5 @@ def test_concurrent_exports_are_limited(tmp_path, small_dir, monkeypatch):
         events = await _collect(_request(small_dir, tmp_path / "three"), config)
         assert events[-1].result.rows == 1600
 
-    asyncio.run(two_at_once())
+    _run(two_at_once())
     assert not _job_children()

@@ -17,6 +17,7 @@ Anything libraries print goes to stderr. The process leaves with `os._exit`
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
@@ -94,11 +95,18 @@ def run(job: dict[str, Any], emit: Callable[[dict[str, Any]], None], stop: threa
     return 0
 
 
+def _preload() -> None:
+    """Import what every job needs (`datasets`, pyarrow, the export engine): about a second."""
+    for name in ("datasets", "py_worker.export.engine", "py_worker.spec"):
+        importlib.import_module(name)
+
+
 def main() -> None:
     """Process entry point: read the job from stdin, run it, report on stdout, `os._exit`."""
     out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     emitter = _Emitter(out)
+    _preload()  # a process started ahead does this while it waits for its job
     line = sys.stdin.buffer.readline()
     stop = threading.Event()
 

@@ -1,10 +1,10 @@
 """The Export RPC: run an export job in its own process and stream its progress.
 
 `export_events` validates the request in the front (bad input fails fast
-with INVALID_ARGUMENT / PERMISSION_DENIED), then starts
-`python -m py_worker.export.job`, relays its progress as `ExportProgress`
-events (at most four a second) and ends with an `ExportResult` carrying the
-manifest. When the caller goes away the job is asked to stop, then killed if
+with INVALID_ARGUMENT / PERMISSION_DENIED), then hands the job to a
+`python -m py_worker.export.job` process (started ahead, see `launcher`),
+relays its progress as `ExportProgress` events (at most four a second) and
+ends with an `ExportResult` carrying the manifest. When the caller goes away the job is asked to stop, then killed if
 it does not; its checkpoint lets a later call with `resume` continue.
 """
 
@@ -14,12 +14,12 @@ import asyncio
 import collections
 import json
 import os
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from py_worker.errors import Internal, InvalidArgument, ResourceExhausted, error_for
 from py_worker.export.destination import resolve_destination
+from py_worker.export.launcher import JobLauncher
 from py_worker.export.options import ExportOptions
 from py_worker.export.progress import Throttle
 from py_worker.memory import EXPORT_ENV
@@ -89,16 +89,7 @@ async def _run_job(spec: Any, options: ExportOptions, destination: str, config: 
         "options": options.to_dict(),
         "config": config.to_dict(),
     }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "py_worker.export.job",
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        limit=_LINE_LIMIT,
-        env=_job_env(),
-    )
+    proc = await launcher.take()
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     tail: collections.deque[str] = collections.deque(maxlen=20)
     stderr_task = asyncio.ensure_future(_drain(proc.stderr, tail))
@@ -149,6 +140,11 @@ async def _run_job(spec: Any, options: ExportOptions, destination: str, config: 
         stderr_task.cancel()
 
 
+async def shutdown() -> None:
+    """Stop the spare job process, if one is waiting (the server is stopping)."""
+    await launcher.close()
+
+
 def _job_env() -> dict[str, str]:
     """The server's environment, with this package importable in the job process and Arrow's
     allocator set up for exporting (`memory.EXPORT_ENV`)."""
@@ -158,6 +154,10 @@ def _job_env() -> dict[str, str]:
     if package_parent not in paths:
         env["PYTHONPATH"] = os.pathsep.join([package_parent, *paths])
     return env
+
+
+#: Starts the job processes (one kept ready after the first Export call).
+launcher = JobLauncher(_job_env, _LINE_LIMIT)
 
 
 async def _drain(stream: asyncio.StreamReader, tail: "collections.deque[str]") -> None:
