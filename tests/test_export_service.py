@@ -309,3 +309,20 @@ def test_concurrent_exports_are_limited(tmp_path, small_dir, monkeypatch):
 
     _run(two_at_once())
     assert not _job_children()
+
+
+def test_a_job_process_given_no_job_leaves_quietly_and_a_malformed_one_is_an_error():
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "py_worker.export.job"]
+    idle = subprocess.run(cmd, input=b"", capture_output=True, env=env, timeout=60)
+    assert idle.returncode == 0 and idle.stdout == b""
+    bad = subprocess.run(cmd, input=b"{not json\n", capture_output=True, env=env, timeout=60)
+    assert bad.returncode == 2
+    event = json.loads(bad.stdout.decode().splitlines()[-1])
+    assert event["type"] == "error" and event["code"] == "INVALID_ARGUMENT"
+    assert "malformed export job" in event["message"]

@@ -108,6 +108,8 @@ def main() -> None:
     emitter = _Emitter(out)
     _preload()  # a process started ahead does this while it waits for its job
     line = sys.stdin.buffer.readline()
+    if not line:  # stopped before it was given a job (a spare no longer needed)
+        os._exit(0)
     stop = threading.Event()
 
     def watch_stdin() -> None:
