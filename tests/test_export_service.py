@@ -326,3 +326,24 @@ def test_a_job_process_given_no_job_leaves_quietly_and_a_malformed_one_is_an_err
     event = json.loads(bad.stdout.decode().splitlines()[-1])
     assert event["type"] == "error" and event["code"] == "INVALID_ARGUMENT"
     assert "malformed export job" in event["message"]
+
+
+def test_a_spare_nobody_takes_is_stopped_after_its_idle_time():
+    from py_worker.export.launcher import JobLauncher
+
+    async def run() -> None:
+        launcher = JobLauncher(service._job_env, 1 << 20, idle_seconds=0.5)
+        taken = await launcher.take()
+        spare = launcher.spare_pid
+        assert spare is not None and spare != taken.pid
+        taken.stdin.close()  # not given a job: it leaves
+        assert await asyncio.wait_for(taken.wait(), 30) == 0
+        for _ in range(300):  # the spare is stopped once its idle time is up
+            if launcher.spare_pid is None and spare not in _job_children(include_spare=True):
+                break
+            await asyncio.sleep(0.05)
+        assert launcher.spare_pid is None
+        assert spare not in _job_children(include_spare=True)
+
+    asyncio.run(run())
+    assert not _job_children(include_spare=True)
