@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -124,6 +125,26 @@ def test_a_spare_that_died_is_replaced_by_a_fresh_start(tmp_path, small_dir):
             await asyncio.sleep(0.01)
         events = await _collect(_request(small_dir, tmp_path / "b"), config)
         assert events[-1].result.rows == 1600
+        await service.shutdown()
+
+    _run(run())
+    assert not _job_children(include_spare=True)
+
+
+def test_a_spare_killed_just_before_it_is_taken_hands_the_job_to_another(tmp_path, small_dir):
+    config = _config(tmp_path, small_dir)
+
+    async def run() -> None:
+        await _collect(_request(small_dir, tmp_path / "a"), config)
+        dead = service.launcher.spare_pid
+        os.kill(dead, 9)
+        # Block the event loop while the spare dies, so the launcher still
+        # takes it as alive: the job line then goes to a dead process.
+        time.sleep(0.5)
+        assert service.launcher.spare_pid == dead
+        events = await _collect(_request(small_dir, tmp_path / "b"), config)
+        assert events[-1].result.rows == 1600
+        assert dead not in _job_children(include_spare=True)
         await service.shutdown()
 
     _run(run())
@@ -323,7 +344,9 @@ def test_a_job_process_given_no_job_leaves_quietly_and_a_malformed_one_is_an_err
     assert idle.returncode == 0 and idle.stdout == b""
     bad = subprocess.run(cmd, input=b"{not json\n", capture_output=True, env=env, timeout=60)
     assert bad.returncode == 2
-    event = json.loads(bad.stdout.decode().splitlines()[-1])
+    first, *_, last = bad.stdout.decode().splitlines()
+    assert json.loads(first) == {"type": "accepted"}
+    event = json.loads(last)
     assert event["type"] == "error" and event["code"] == "INVALID_ARGUMENT"
     assert "malformed export job" in event["message"]
 

@@ -6,7 +6,9 @@ the front's GIL or event loop. Protocol, one JSON object per line:
 - stdin, first line: `{"spec": {...}, "destination": "...", "options": {...}, "config": {...}}`.
   Closing stdin afterwards asks the job to stop (it stops at the next batch,
   leaving its checkpoint, and reports CANCELLED).
-- stdout: `{"type": "progress", "rows", "bytes", "files", "total_rows", "elapsed_seconds"}`
+- stdout: `{"type": "accepted"}` as soon as the job line is read (a process
+  that dies before saying so never started the job, so the front may hand
+  the job to another), then `{"type": "progress", "rows", "bytes", "files", "total_rows", "elapsed_seconds"}`
   (a few per second), then either
   `{"type": "result", "manifest_uri", "manifest_json", "rows", "bytes", "files"}` or
   `{"type": "error", "code": "NOT_FOUND", "message": "..."}`.
@@ -25,6 +27,10 @@ import threading
 from typing import Any, BinaryIO, Callable
 
 from py_worker.export.progress import Throttle
+
+
+#: The first line a job process writes: it has read its job line.
+ACCEPTED = {"type": "accepted"}
 
 
 class _Emitter:
@@ -110,6 +116,7 @@ def main() -> None:
     line = sys.stdin.buffer.readline()
     if not line:  # stopped before it was given a job (a spare no longer needed)
         os._exit(0)
+    emitter.emit(ACCEPTED)
     stop = threading.Event()
 
     def watch_stdin() -> None:

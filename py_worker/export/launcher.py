@@ -6,7 +6,8 @@ more process started (`python -m py_worker.export.job`, which imports first
 and then waits for its job line on stdin), so the next call takes a process
 that is ready. A spare nobody takes within `SPARE_IDLE_SECONDS` is stopped,
 so an idle server holds no job process; a spare that died is replaced by a
-fresh start. A spare whose server goes away reads end-of-file and exits.
+fresh start (and one that died unnoticed is caught by the job line handshake
+in `service`). A spare whose server goes away reads end-of-file and exits.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from py_worker.errors import Internal, InvalidArgument, ResourceExhausted, error_for
 from py_worker.export.destination import resolve_destination
+from py_worker.export.job import ACCEPTED
 from py_worker.export.launcher import JobLauncher
 from py_worker.export.options import ExportOptions
 from py_worker.export.progress import Throttle
@@ -28,6 +29,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from py_worker.config import ServerConfig
 
 STOP_GRACE_SECONDS = 2.0
+# Job processes tried for one Export call when one dies before it accepts the job.
+HAND_OVER_ATTEMPTS = 3
 # Export jobs running at once in one server (each is a process); more get RESOURCE_EXHAUSTED.
 MAX_CONCURRENT_EXPORTS = int(os.environ.get("HF_BRIDGE_MAX_EXPORTS", "4") or 4)
 _running = 0
@@ -89,16 +92,14 @@ async def _run_job(spec: Any, options: ExportOptions, destination: str, config: 
         "options": options.to_dict(),
         "config": config.to_dict(),
     }
-    proc = await launcher.take()
-    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    proc = await _hand_over((json.dumps(job) + "\n").encode("utf-8"))
+    assert proc.stdout is not None and proc.stderr is not None
     tail: collections.deque[str] = collections.deque(maxlen=20)
     stderr_task = asyncio.ensure_future(_drain(proc.stderr, tail))
     throttle = Throttle(PROGRESS_INTERVAL)
     finished = False
     pending: dict[str, Any] | None = None
     try:
-        proc.stdin.write((json.dumps(job) + "\n").encode("utf-8"))
-        await proc.stdin.drain()
         while True:
             line = await proc.stdout.readline()
             if not line:
@@ -138,6 +139,31 @@ async def _run_job(spec: Any, options: ExportOptions, destination: str, config: 
     finally:
         await _stop(proc)
         stderr_task.cancel()
+
+
+async def _hand_over(job_line: bytes, attempts: int = HAND_OVER_ATTEMPTS) -> asyncio.subprocess.Process:
+    """A job process that has accepted `job_line` (said so on stdout).
+
+    A process that died before reading its job (a spare killed while it
+    waited, before the event loop saw it go) never started the export, so
+    the job goes to the next process; only a process that accepted it owns it.
+    """
+    for _ in range(attempts):
+        proc = await launcher.take()
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            proc.stdin.write(job_line)
+            await proc.stdin.drain()
+            first = await proc.stdout.readline()
+        except (BrokenPipeError, ConnectionResetError):
+            first = b""
+        try:
+            if json.loads(first) == ACCEPTED:
+                return proc
+        except ValueError:
+            pass
+        await _stop(proc)
+    raise Internal(f"no export job process took the job ({attempts} started; see the server log)")
 
 
 async def shutdown() -> None:
