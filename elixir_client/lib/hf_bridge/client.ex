@@ -207,14 +207,18 @@ defmodule HFBridge.Client do
   when `owner` exits (default: the caller). The local server a client
   started, if any, stays owned by the original client. Used by sessions to
   recover from a dropped connection; the original client is left as it is.
+  The new connection takes the client's keepalive as it stands (doubled
+  after a server's GOAWAY `too_many_pings`, see `HFBridge.Client.Keeper`).
   """
   @spec reconnect(t(), pid()) :: {:ok, t()} | {:error, Error.t()}
   def reconnect(client, owner \\ self())
 
-  def reconnect(%__MODULE__{reconnect: {host, port, conn_opts}} = client, owner) do
+  def reconnect(%__MODULE__{reconnect: {_, _, _} = initial} = client, owner) do
+    {host, port, conn_opts} = target = current_target(client) || initial
+
     case HFBridge.GRPC.connect(host, port, conn_opts) do
       {:ok, conn} ->
-        {:ok, keep(owner, %{client | conn: conn, server: nil})}
+        {:ok, keep(owner, %{client | conn: conn, server: nil, reconnect: target})}
 
       {:error, %Error{}} = error ->
         error
@@ -223,6 +227,9 @@ defmodule HFBridge.Client do
 
   def reconnect(%__MODULE__{}, _owner),
     do: {:error, Error.new(:session, :closed, "this client cannot reconnect (no address known)")}
+
+  defp current_target(%__MODULE__{keeper: keeper}) when is_pid(keeper), do: Keeper.target(keeper)
+  defp current_target(_client), do: nil
 
   @doc """
   Whether the client has an open connection now. A client whose connection

@@ -288,7 +288,15 @@ defmodule HFBridge.GRPC.InteropTest do
       end)
 
     assert log =~ "too many keepalive PINGs"
-    assert {_host, _port, opts} = :sys.get_state(client.keeper).target
+    assert {_host, _port, opts} = HFBridge.Client.Keeper.target(client.keeper)
     assert opts[:keepalive] == 200
+
+    # A connection of its own that a session opens from this client (to
+    # recover) starts with the doubled interval too.
+    {:ok, own} = HFBridge.Client.reconnect(client)
+    on_exit(fn -> HFBridge.Client.disconnect(own) end)
+    assert {_host, _port, own_opts} = own.reconnect
+    assert own_opts[:keepalive] == 200
+    assert {_host, _port, ^own_opts} = HFBridge.Client.Keeper.target(own.keeper)
   end
 end

@@ -67,6 +67,18 @@ defmodule HFBridge.Client.Keeper do
     :exit, _ -> nil
   end
 
+  @doc """
+  How the keeper opens its next connection now (its `:keepalive` doubled
+  after a GOAWAY `too_many_pings`); nil when it never reconnects or has
+  stopped.
+  """
+  @spec target(pid()) :: target() | nil
+  def target(keeper) do
+    GenServer.call(keeper, :target, 10_000)
+  catch
+    :exit, _ -> nil
+  end
+
   @doc "Closes the connection and stops the keeper (idempotent)."
   @spec stop(pid()) :: :ok
   def stop(keeper) do
@@ -134,6 +146,8 @@ defmodule HFBridge.Client.Keeper do
   end
 
   def handle_call(:current, _from, state), do: {:reply, nil, state}
+
+  def handle_call(:target, _from, state), do: {:reply, state.target, state}
 
   def handle_call(:stop, _from, state) do
     close(state, :closed)
