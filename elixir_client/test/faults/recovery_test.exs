@@ -242,10 +242,12 @@ defmodule HFBridge.Faults.RecoveryTest do
 
     read.(3)
     assert Proxy.cut(proxy) == 1
-    # Every session recovers (reading on past what it had buffered)...
+    # Every session reads on past what it had buffered: one whose call the
+    # cut broke recovers, one that was between calls just makes its next
+    # call (which of the two depends on timing; at least one was mid-call)...
     read.(12)
-    assert Enum.all?(sessions, &(Session.recoveries(&1) >= 1))
-    # ...over one connection: the client's, opened again once.
+    assert Enum.any?(sessions, &(Session.recoveries(&1) >= 1))
+    # ...and all over one connection: the client's, opened again once.
     assert Proxy.cut(proxy) == 1
     Enum.each(sessions, &Session.close/1)
   end
