@@ -28,6 +28,7 @@ class Limits:
     prefetch_batches: int = 8
     worker_prefetch_bytes: int = 512 * MiB
     worker_ring_bytes: int = 64 * MiB
+    parquet_readahead: int = 2
     checkpoint_ttl_seconds: float = 30 * 86400.0
 
     def __post_init__(self) -> None:
@@ -54,7 +55,7 @@ class Limits:
 
 
 # Limits where 0 means "off".
-_ZERO_ALLOWED = frozenset({"worker_ring_bytes"})
+_ZERO_ALLOWED = frozenset({"worker_ring_bytes", "parquet_readahead"})
 
 _HELP = {
     "max_sessions": "open sessions in the whole server",
@@ -71,6 +72,8 @@ _HELP = {
     "(past it, each session keeps one batch ready)",
     "worker_ring_bytes": "shared memory per worker through which batches reach the front without a "
     "socket copy (0: off; payloads that do not fit go over the socket)",
+    "parquet_readahead": "Parquet row groups a session's reader decodes ahead of the one it serves, "
+    "in parallel (0: one at a time, as datasets does; see py_worker/parquet_readahead.py)",
     "checkpoint_ttl_seconds": "stored checkpoints unused this long are deleted (resume tokens expire)",
 }
 

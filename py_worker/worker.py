@@ -50,6 +50,7 @@ import traceback
 from collections import deque
 from typing import Any, Iterator
 
+from py_worker import parquet_readahead
 from py_worker.config import ServerConfig
 from py_worker.errors import from_exception
 from py_worker.frames import Ring, send_frame, send_frame_with_fds, send_lent_frame, send_ring_frame, socket_of
@@ -644,7 +645,9 @@ def worker_main(conn: Any, config_dict: dict, name: str) -> None:
         datasets.disable_progress_bars()
         datasets.logging.set_verbosity_error()
         tune_datasets()
-        worker = Worker(conn, ServerConfig.from_dict(config_dict), name)
+        config = ServerConfig.from_dict(config_dict)
+        parquet_readahead.enable(config.limits.parquet_readahead)
+        worker = Worker(conn, config, name)
         worker.send_ready()
         worker.run()
     except BaseException:  # noqa: BLE001

@@ -1,0 +1,114 @@
+"""Let `datasets` decode Parquet row groups ahead, in parallel.
+
+`datasets` (5.x) streams a Parquet file with
+`fragment.to_batches(batch_size=<row group rows>, batch_readahead=0)`: it
+decodes one row group, hands it on, and only then starts the next. Decoding
+a row group (decompression included) keeps about one core busy, whatever
+the size of pyarrow's CPU pool. Asked for `batch_readahead=N`, pyarrow
+decodes the next N batches — row groups, at `datasets`' batch size — while
+the current one is used, on the same CPU pool. On the bench data (row
+groups of 10,000 rows, 2 cores) that reads 1.7× as fast for the same CPU
+(0.97 s against 1.67 s for 414k rows, 1.58 against 1.73 CPU-s).
+
+`enable(ahead)` gives the `datasets` Parquet module a view of
+`pyarrow.dataset` in which Parquet fragments read `ahead` batches ahead
+when asked for none. Everything else is pyarrow's own: the rows, their
+order and the tables `datasets` builds from them are the same, so
+checkpoints (`state_dict()`) are the same too. Memory grows by at most
+`ahead` decoded row groups per open Parquet file. A `datasets` whose Parquet
+module reads differently is left alone (`enable` returns False).
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+from typing import Any
+
+__all__ = ["enable", "enabled"]
+
+_MODULE = "datasets.packaged_modules.parquet.parquet"
+
+
+class _Fragment:
+    """A Parquet fragment whose `to_batches` reads `ahead` batches ahead unless told otherwise."""
+
+    __slots__ = ("_fragment", "_ahead")
+
+    def __init__(self, fragment: Any, ahead: int) -> None:
+        self._fragment = fragment
+        self._ahead = ahead
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._fragment, name)
+
+    def subset(self, *args: Any, **kwargs: Any) -> "_Fragment":
+        """The fragment's `subset`, reading ahead as this one does."""
+        return _Fragment(self._fragment.subset(*args, **kwargs), self._ahead)
+
+    def to_batches(self, *args: Any, **kwargs: Any) -> Any:
+        """The fragment's `to_batches`, with `batch_readahead` raised to `ahead` when it is 0 or absent."""
+        if not kwargs.get("batch_readahead"):
+            kwargs["batch_readahead"] = self._ahead
+        return self._fragment.to_batches(*args, **kwargs)
+
+
+class _ParquetFormat:
+    """A `ParquetFileFormat` whose fragments read ahead."""
+
+    __slots__ = ("_format", "_ahead")
+
+    def __init__(self, fmt: Any, ahead: int) -> None:
+        self._format = fmt
+        self._ahead = ahead
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._format, name)
+
+    def make_fragment(self, *args: Any, **kwargs: Any) -> _Fragment:
+        """The format's `make_fragment`, reading ahead."""
+        return _Fragment(self._format.make_fragment(*args, **kwargs), self._ahead)
+
+
+class _DatasetView(types.ModuleType):
+    """`pyarrow.dataset` as the `datasets` Parquet module sees it: `ParquetFileFormat(...)` reads ahead."""
+
+    def __init__(self, base: types.ModuleType, ahead: int) -> None:
+        super().__init__(base.__name__, base.__doc__)
+        self.base = base
+        self.ahead = ahead
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.base, name)
+
+    def ParquetFileFormat(self, *args: Any, **kwargs: Any) -> _ParquetFormat:  # noqa: N802 - pyarrow's name
+        """pyarrow's `ParquetFileFormat(...)`, with fragments that read ahead."""
+        return _ParquetFormat(self.base.ParquetFileFormat(*args, **kwargs), self.ahead)
+
+
+def enable(ahead: int) -> bool:
+    """Make `datasets`' Parquet reader decode `ahead` row groups ahead (0: its own way, none).
+
+    Process-wide; returns whether the reader now reads ahead. Call it again
+    with another value to change it.
+    """
+    try:
+        import importlib
+
+        module = importlib.import_module(_MODULE)
+        import pyarrow.dataset as pads
+    except ImportError:
+        return False
+    current = getattr(module, "ds", None)
+    base = current.base if isinstance(current, _DatasetView) else current
+    if base is not pads:
+        return False  # this `datasets` reads Parquet some other way
+    module.ds = _DatasetView(pads, ahead) if ahead > 0 else pads
+    return ahead > 0
+
+
+def enabled() -> int:
+    """How many row groups `datasets`' Parquet reader decodes ahead in this process (0: none)."""
+    module = sys.modules.get(_MODULE)
+    view = getattr(module, "ds", None)
+    return view.ahead if isinstance(view, _DatasetView) else 0
