@@ -55,7 +55,6 @@ def run(job: dict[str, Any], emit: Callable[[dict[str, Any]], None], stop: threa
     from py_worker.export.destination import resolve_destination
     from py_worker.export.engine import Progress, run_export
     from py_worker.export.options import ExportOptions
-    from py_worker import parquet_readahead
     from py_worker.spec import DatasetSpec
 
     throttle = Throttle(0.25)
@@ -68,7 +67,6 @@ def run(job: dict[str, Any], emit: Callable[[dict[str, Any]], None], stop: threa
 
     try:
         config = ServerConfig.from_dict(job["config"])
-        parquet_readahead.enable(config.limits.parquet_readahead)
         spec = DatasetSpec.from_dict(job["spec"])
         options = ExportOptions.from_dict(job.get("options", {}))
         dest = resolve_destination(job["destination"], config.export_roots)
