@@ -15,8 +15,12 @@ groups of 10,000 rows, 2 cores) that reads 1.7× as fast for the same CPU
 when asked for none. Everything else is pyarrow's own: the rows, their
 order and the tables `datasets` builds from them are the same, so
 checkpoints (`state_dict()`) are the same too. Memory grows by at most
-`ahead` decoded row groups per open Parquet file. A `datasets` whose Parquet
-module reads differently is left alone (`enable` returns False).
+`ahead` decoded row groups per open Parquet file. Local files are scanned
+without pyarrow's pre-buffering (unless the dataset's configuration gives
+its own scan options): it coalesces reads for high-latency stores such as
+the Hub and holds each row group's raw bytes until it is decoded, which
+for a local file only costs memory. A `datasets` whose Parquet module
+reads differently is left alone (`enable` returns False).
 
 Workers enable it (`--parquet-readahead`). Export jobs do not: they already
 decode on a thread of their own while the writer compresses
@@ -27,6 +31,7 @@ with it, 1.09× without).
 
 from __future__ import annotations
 
+import io
 import sys
 import types
 from typing import Any
@@ -39,41 +44,52 @@ _MODULE = "datasets.packaged_modules.parquet.parquet"
 class _Fragment:
     """A Parquet fragment whose `to_batches` reads `ahead` batches ahead unless told otherwise."""
 
-    __slots__ = ("_fragment", "_ahead")
+    __slots__ = ("_fragment", "_ahead", "_scan_options")
 
-    def __init__(self, fragment: Any, ahead: int) -> None:
+    def __init__(self, fragment: Any, ahead: int, scan_options: Any = None) -> None:
         self._fragment = fragment
         self._ahead = ahead
+        self._scan_options = scan_options
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._fragment, name)
 
     def subset(self, *args: Any, **kwargs: Any) -> "_Fragment":
         """The fragment's `subset`, reading ahead as this one does."""
-        return _Fragment(self._fragment.subset(*args, **kwargs), self._ahead)
+        return _Fragment(self._fragment.subset(*args, **kwargs), self._ahead, self._scan_options)
 
     def to_batches(self, *args: Any, **kwargs: Any) -> Any:
-        """The fragment's `to_batches`, with `batch_readahead` raised to `ahead` when it is 0 or absent."""
+        """The fragment's `to_batches`, with `batch_readahead` raised to `ahead` when it is 0 or absent
+        (and this fragment's scan options when none are given)."""
         if not kwargs.get("batch_readahead"):
             kwargs["batch_readahead"] = self._ahead
+        if self._scan_options is not None and kwargs.get("fragment_scan_options") is None:
+            kwargs["fragment_scan_options"] = self._scan_options
         return self._fragment.to_batches(*args, **kwargs)
 
 
 class _ParquetFormat:
     """A `ParquetFileFormat` whose fragments read ahead."""
 
-    __slots__ = ("_format", "_ahead")
+    __slots__ = ("_format", "_ahead", "_local_scan_options")
 
-    def __init__(self, fmt: Any, ahead: int) -> None:
+    def __init__(self, fmt: Any, ahead: int, local_scan_options: Any) -> None:
         self._format = fmt
         self._ahead = ahead
+        self._local_scan_options = local_scan_options
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._format, name)
 
-    def make_fragment(self, *args: Any, **kwargs: Any) -> _Fragment:
-        """The format's `make_fragment`, reading ahead."""
-        return _Fragment(self._format.make_fragment(*args, **kwargs), self._ahead)
+    def make_fragment(self, source: Any, *args: Any, **kwargs: Any) -> _Fragment:
+        """The format's `make_fragment`, reading ahead (and, from a local file, without pre-buffering)."""
+        local = self._local_scan_options if _is_local_file(source) else None
+        return _Fragment(self._format.make_fragment(source, *args, **kwargs), self._ahead, local)
+
+
+def _is_local_file(source: Any) -> bool:
+    """Whether `source` is a file object of the local file system (what `open(path, "rb")` gives)."""
+    return isinstance(source, (io.BufferedReader, io.FileIO))
 
 
 class _DatasetView(types.ModuleType):
@@ -88,8 +104,13 @@ class _DatasetView(types.ModuleType):
         return getattr(self.base, name)
 
     def ParquetFileFormat(self, *args: Any, **kwargs: Any) -> _ParquetFormat:  # noqa: N802 - pyarrow's name
-        """pyarrow's `ParquetFileFormat(...)`, with fragments that read ahead."""
-        return _ParquetFormat(self.base.ParquetFileFormat(*args, **kwargs), self.ahead)
+        """pyarrow's `ParquetFileFormat(...)`, with fragments that read ahead; made with
+        pyarrow's default options, its fragments of local files are not pre-buffered
+        (a worker's peak memory with two row groups ahead is 50 MB lower, for the same speed)."""
+        defaults = not args and set(kwargs) <= {"default_fragment_scan_options"} \
+            and kwargs.get("default_fragment_scan_options") is None
+        local = self.base.ParquetFragmentScanOptions(pre_buffer=False) if defaults else None
+        return _ParquetFormat(self.base.ParquetFileFormat(*args, **kwargs), self.ahead, local)
 
 
 def enable(ahead: int) -> bool:

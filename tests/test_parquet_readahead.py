@@ -23,11 +23,11 @@ def readahead() -> Iterator[Any]:
     parquet_readahead.enable(0)
 
 
-def _stream(data: Path) -> Any:
+def _stream(data: Path, **config: Any) -> Any:
     from datasets import load_dataset
 
     files = sorted(str(p) for p in data.glob("*.parquet"))
-    return load_dataset("parquet", data_files=files, split="train", streaming=True).with_format("arrow")
+    return load_dataset("parquet", data_files=files, split="train", streaming=True, **config).with_format("arrow")
 
 
 def _tables_and_states(data: Path, batch_size: int, state: dict | None = None) -> tuple[list[pa.Table], list[dict]]:
@@ -78,7 +78,8 @@ class _Recorder:
         return _Recorder(self._base(*args, **kwargs), self._seen)
 
     def to_batches(self, *args: Any, **kwargs: Any) -> Any:
-        self._seen.append(kwargs.get("batch_readahead"))
+        options = kwargs.get("fragment_scan_options")
+        self._seen.append((kwargs.get("batch_readahead"), None if options is None else options.pre_buffer))
         return self._base.to_batches(*args, **kwargs)
 
 
@@ -89,12 +90,17 @@ def test_datasets_parquet_scans_are_asked_to_read_ahead(tmp_path, readahead):
     assert readahead(3)
     pads = module.ds.base
     module.ds.base = _Recorder(pads, seen)  # what pyarrow is asked for, through the view
+    own_options = pads.ParquetFragmentScanOptions(pre_buffer=True)
     try:
         rows = sum(t.num_rows for t in _stream(data).iter(batch_size=50))
+        own = sum(t.num_rows for t in _stream(data, fragment_scan_options=own_options).iter(batch_size=50))
     finally:
         module.ds.base = pads
-    assert rows == 600
-    assert seen == [3, 3]  # one scan per file, each reading 3 row groups ahead
+    assert rows == own == 600
+    # One scan per file, each reading 3 row groups ahead; local files are
+    # read as they are decoded rather than pre-buffered, unless the dataset's
+    # configuration chose its own scan options.
+    assert seen == [(3, False), (3, False), (3, None), (3, None)]
 
     readahead(0)
     assert module.ds is importlib.import_module("pyarrow.dataset")
