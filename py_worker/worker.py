@@ -646,7 +646,8 @@ def worker_main(conn: Any, config_dict: dict, name: str) -> None:
         datasets.logging.set_verbosity_error()
         tune_datasets()
         config = ServerConfig.from_dict(config_dict)
-        parquet_readahead.enable(config.limits.parquet_readahead)
+        if config.limits.parquet_readahead and not parquet_readahead.enable(config.limits.parquet_readahead):
+            _log(name, "this datasets version reads Parquet its own way: --parquet-readahead has no effect")
         worker = Worker(conn, config, name)
         worker.send_ready()
         worker.run()
