@@ -73,8 +73,8 @@ _HELP = {
     "worker_ring_bytes": "shared memory per worker through which batches reach the front without a "
     "socket copy (0: off; payloads that do not fit go over the socket)",
     "parquet_readahead": "Parquet row groups a session's reader decodes ahead of the one it serves, "
-    "in parallel, each held in memory until served (0: one at a time, as datasets does; exports "
-    "always decode one at a time)",
+    "in parallel, each held in memory until served (fewer where row groups are large: at most "
+    "128 MiB ahead per file; 0: one at a time, as datasets does; exports always decode one at a time)",
     "checkpoint_ttl_seconds": "stored checkpoints unused this long are deleted (resume tokens expire)",
 }
 

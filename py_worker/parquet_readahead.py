@@ -15,7 +15,8 @@ groups of 10,000 rows, 2 cores) that reads 1.7× as fast for the same CPU
 when asked for none. Everything else is pyarrow's own: the rows, their
 order and the tables `datasets` builds from them are the same, so
 checkpoints (`state_dict()`) are the same too. Memory grows by at most
-`ahead` decoded row groups per open Parquet file. Local files are scanned
+`ahead` decoded row groups per open Parquet file, and by at most
+`MAX_AHEAD_BYTES` (fewer row groups ahead where they are large). Local files are scanned
 without pyarrow's pre-buffering (unless the dataset's configuration gives
 its own scan options): it coalesces reads for high-latency stores such as
 the Hub and holds each row group's raw bytes until it is decoded, which
@@ -41,6 +42,11 @@ __all__ = ["enable", "enabled"]
 
 _MODULE = "datasets.packaged_modules.parquet.parquet"
 
+#: Decoded bytes one scan may hold in row groups read ahead. Files written
+#: with large row groups (pyarrow's default is a million rows: gigabytes of
+#: text) get fewer row groups ahead, or none.
+MAX_AHEAD_BYTES = 128 * 1024 * 1024
+
 
 class _Fragment:
     """A Parquet fragment whose `to_batches` reads `ahead` batches ahead unless told otherwise."""
@@ -61,12 +67,20 @@ class _Fragment:
 
     def to_batches(self, *args: Any, **kwargs: Any) -> Any:
         """The fragment's `to_batches`, with `batch_readahead` raised to `ahead` when it is 0 or absent
-        (and this fragment's scan options when none are given)."""
+        (fewer when that many row groups would decode to over `MAX_AHEAD_BYTES`), and this
+        fragment's scan options when none are given."""
         if not kwargs.get("batch_readahead"):
-            kwargs["batch_readahead"] = self._ahead
+            kwargs["batch_readahead"] = min(self._ahead, MAX_AHEAD_BYTES // max(self._largest_row_group(), 1))
         if self._scan_options is not None and kwargs.get("fragment_scan_options") is None:
             kwargs["fragment_scan_options"] = self._scan_options
         return self._fragment.to_batches(*args, **kwargs)
+
+    def _largest_row_group(self) -> int:
+        """Decoded bytes of the fragment's largest row group, from its metadata (0 when unknown)."""
+        try:
+            return max((rg.total_byte_size for rg in self._fragment.row_groups), default=0)
+        except Exception:  # noqa: BLE001 - no metadata: pyarrow reports it when scanning
+            return 0
 
 
 class _ParquetFormat:

@@ -106,6 +106,24 @@ def test_datasets_parquet_scans_are_asked_to_read_ahead(tmp_path, readahead):
     assert module.ds is importlib.import_module("pyarrow.dataset")
 
 
+def test_large_row_groups_are_read_fewer_ahead(tmp_path, readahead, monkeypatch):
+    data = make_parquet_dataset(tmp_path, n_files=1, rows_per_file=300)
+    meta = pq.ParquetFile(next(data.glob("*.parquet"))).metadata
+    group = max(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    module = importlib.import_module("datasets.packaged_modules.parquet.parquet")
+    seen: list[Any] = []
+    assert readahead(3)
+    pads = module.ds.base
+    module.ds.base = _Recorder(pads, seen)
+    try:
+        for budget in (10 * group, 2 * group, group // 2):
+            monkeypatch.setattr(parquet_readahead, "MAX_AHEAD_BYTES", budget)
+            assert sum(t.num_rows for t in _stream(data).iter(batch_size=50)) == 300
+    finally:
+        module.ds.base = pads
+    assert [ahead for ahead, _ in seen] == [3, 2, 0]
+
+
 def test_off_or_with_another_parquet_reader_it_is_left_alone(monkeypatch, readahead):
     assert readahead(0) is False and parquet_readahead.enabled() == 0
     module = importlib.import_module("datasets.packaged_modules.parquet.parquet")
