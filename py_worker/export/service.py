@@ -157,6 +157,9 @@ async def _hand_over(job_line: bytes, attempts: int = HAND_OVER_ATTEMPTS) -> asy
             first = await proc.stdout.readline()
         except (BrokenPipeError, ConnectionResetError):
             first = b""
+        except BaseException:  # the call was cancelled meanwhile: its job must not run unwatched
+            await _stop(proc)
+            raise
         try:
             if json.loads(first) == ACCEPTED:
                 return proc
