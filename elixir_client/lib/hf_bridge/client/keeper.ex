@@ -61,11 +61,7 @@ defmodule HFBridge.Client.Keeper do
 
   @doc "The current connection if it is open, without reconnecting; nil otherwise."
   @spec current(pid()) :: pid() | nil
-  def current(keeper) do
-    GenServer.call(keeper, :current, 10_000)
-  catch
-    :exit, _ -> nil
-  end
+  def current(keeper), do: call_or(keeper, :current, nil)
 
   @doc """
   How the keeper opens its next connection now (its `:keepalive` doubled
@@ -73,18 +69,17 @@ defmodule HFBridge.Client.Keeper do
   stopped.
   """
   @spec target(pid()) :: target() | nil
-  def target(keeper) do
-    GenServer.call(keeper, :target, 10_000)
-  catch
-    :exit, _ -> nil
-  end
+  def target(keeper), do: call_or(keeper, :target, nil)
 
   @doc "Closes the connection and stops the keeper (idempotent)."
   @spec stop(pid()) :: :ok
-  def stop(keeper) do
-    GenServer.call(keeper, :stop, 10_000)
+  def stop(keeper), do: call_or(keeper, :stop, :ok)
+
+  # The keeper's answer to `request`, or `gone` when the keeper has stopped.
+  defp call_or(keeper, request, gone) do
+    GenServer.call(keeper, request, 10_000)
   catch
-    :exit, _ -> :ok
+    :exit, _ -> gone
   end
 
   @doc "The error for a call made on a client that was disconnected."
